@@ -1,0 +1,20 @@
+// Command wasm-callout serves proxy-wasm plugins as Envoy ext_proc and
+// network_ext_proc callouts.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "wasm-callout:", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,20 @@
+package main
+
+import (
+	"context"
+	"io"
+
+	"github.com/wasm-callout/wasm-callout/internal/gobuild"
+)
+
+// run dispatches subcommands. It is main without the process: tests call it
+// with their own arguments and writers.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "build":
+			return gobuild.Run(ctx, args[1:], stdout, stderr)
+		}
+	}
+	return serve(ctx, args, stdout, stderr)
+}
