@@ -1,0 +1,73 @@
+package gobuild
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"path/filepath"
+)
+
+const usage = `usage: wasm-callout build [-o out.wasm] [-tinygo] [-v] DIR
+
+Builds the proxy-wasm plugin in DIR, a main package written against
+github.com/tetratelabs/proxy-wasm-go-sdk v0.24.0 (the TinyGo-era SDK), into a
+.wasm module. By default it uses stock Go (GOOS=wasip1 GOARCH=wasm
+-buildmode=c-shared, Go 1.24 or later) with generated glue and leaves the
+plugin's module untouched; -tinygo uses TinyGo from PATH instead.
+
+Flags may come before or after DIR.
+`
+
+// Run implements "wasm-callout build": it parses args (without the
+// subcommand name) and builds one plugin. Usage errors are returned as
+// errors; stdout is unused unless -v is given.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("wasm-callout build", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, usage, "\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	out := fs.String("o", "", "output `file` (default: DIR's base name + .wasm in the current directory)")
+	tinygo := fs.Bool("tinygo", false, "build with TinyGo (tinygo on PATH) instead of stock Go")
+	verbose := fs.Bool("v", false, "print the commands run and their output")
+
+	// The standard flag package stops at the first argument that is not a
+	// flag; allow "build DIR -o out.wasm" by parsing the rest again.
+	var dirs []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil
+			}
+			return err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		dirs = append(dirs, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	if len(dirs) != 1 {
+		fs.Usage()
+		return fmt.Errorf("build: want exactly one plugin directory, got %d", len(dirs))
+	}
+	dir := dirs[0]
+	if *out == "" {
+		abs, err := filepath.Abs(dir)
+		if err != nil {
+			return err
+		}
+		*out = filepath.Base(abs) + ".wasm"
+	}
+	opts := Options{Dir: dir, Output: *out, TinyGo: *tinygo}
+	if *verbose {
+		opts.Log = stdout
+	}
+	if err := Build(ctx, opts); err != nil {
+		return fmt.Errorf("build %s: %w", dir, err)
+	}
+	return nil
+}
