@@ -1,0 +1,114 @@
+// Package host runs proxy-wasm plugins on wazero: it loads a module, keeps a
+// pool of started VM instances, and drives HTTP streams through them with the
+// lifecycle and host functions Envoy gives plugins.
+//
+// A Plugin is one loaded .wasm with its configuration. Each of its instances
+// is single-threaded, like one Envoy worker's VM: calls into an instance are
+// serialized, a stream is pinned to one instance for its whole life, and many
+// streams share an instance. See RATIONALE.md for why.
+package host
+
+import (
+	"log/slog"
+	"runtime"
+	"time"
+)
+
+// FailurePolicy says what a stream gets when its plugin instance fails (a
+// trap, proc_exit, a call over the deadline, or the memory limit).
+type FailurePolicy uint8
+
+const (
+	// FailClosed answers the stream with a local response (FailStatus),
+	// as Envoy's FAIL_CLOSED does. It is the default.
+	FailClosed FailurePolicy = iota
+	// FailOpen lets the stream continue and skips the plugin for the rest
+	// of it, as Envoy's FAIL_OPEN does.
+	FailOpen
+)
+
+func (p FailurePolicy) String() string {
+	if p == FailOpen {
+		return "fail-open"
+	}
+	return "fail-closed"
+}
+
+// Defaults applied by Config.withDefaults.
+const (
+	DefaultMemoryLimitPages = 4096 // 256 MiB of guest memory per instance.
+	DefaultCallTimeout      = time.Second
+	DefaultFailStatus       = 503 // Envoy's wasm_fail_stream reply.
+)
+
+// Config describes one plugin: its code's configuration, identity, pool and
+// limits. The zero value of every field has a sensible default.
+type Config struct {
+	// Name is the plugin name (Envoy's plugin name, property plugin_name).
+	Name string
+	// RootID selects the plugin's root context (property plugin_root_id).
+	RootID string
+	// VMID keys shared data and queues, as Envoy's vm_id does (property
+	// plugin_vm_id).
+	VMID string
+	// VMConfig is read by the plugin in proxy_on_vm_start.
+	VMConfig []byte
+	// PluginConfig is read by the plugin in proxy_on_configure.
+	PluginConfig []byte
+	// Env is the WASI environment the plugin sees (Envoy's
+	// vm_config.environment_variables). The host's own environment is
+	// never exposed.
+	Env map[string]string
+
+	// Instances is the pool size; zero means GOMAXPROCS.
+	Instances int
+	// MemoryLimitPages caps each instance's memory in 64 KiB pages.
+	MemoryLimitPages uint32
+	// CallTimeout bounds every call into the plugin; a call that runs
+	// longer poisons its instance.
+	CallTimeout time.Duration
+	// CompilationCacheDir, when set, keeps compiled code on disk so a
+	// restart or a reload of the same .wasm skips compilation.
+	CompilationCacheDir string
+
+	// FailurePolicy and FailStatus decide what a stream gets when its
+	// instance fails.
+	FailurePolicy FailurePolicy
+	FailStatus    uint32
+
+	// Logger receives the plugin's logs and the host's own. Plugin log
+	// levels map onto slog levels (see LogLevelToSlog).
+	Logger *slog.Logger
+
+	// Metrics receives the plugin's metrics. Share one registry across
+	// reloads to keep values; nil means a fresh registry.
+	Metrics *Metrics
+	// Shared holds shared data and queues. nil means the process-wide
+	// store, keyed by VMID, as Envoy's is.
+	Shared *SharedState
+}
+
+func (c Config) withDefaults() Config {
+	if c.Instances <= 0 {
+		c.Instances = runtime.GOMAXPROCS(0)
+	}
+	if c.MemoryLimitPages == 0 {
+		c.MemoryLimitPages = DefaultMemoryLimitPages
+	}
+	if c.CallTimeout <= 0 {
+		c.CallTimeout = DefaultCallTimeout
+	}
+	if c.FailStatus == 0 {
+		c.FailStatus = DefaultFailStatus
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Metrics == nil {
+		c.Metrics = NewMetrics()
+	}
+	if c.Shared == nil {
+		c.Shared = processShared
+	}
+	return c
+}

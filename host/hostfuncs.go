@@ -1,0 +1,155 @@
+package host
+
+import (
+	"github.com/tetratelabs/wazero/api"
+)
+
+// hostFunc is one function of the env module.
+type hostFunc struct {
+	name       string
+	params     []api.ValueType
+	results    []api.ValueType
+	paramNames []string
+	fn         api.GoModuleFunc
+}
+
+const (
+	i32 = api.ValueTypeI32
+	i64 = api.ValueTypeI64
+	f64 = api.ValueTypeF64
+)
+
+// fn declares a host function whose parameters are all i32 except where
+// the name list marks "name:i64", and whose result is types (none or one).
+func fn(name string, f api.GoModuleFunc, results []api.ValueType, params ...string) hostFunc {
+	hf := hostFunc{name: name, fn: f, results: results}
+	for _, p := range params {
+		t := i32
+		if n := len(p); n > 4 && p[n-4:] == ":i64" {
+			t, p = i64, p[:n-4]
+		}
+		hf.params = append(hf.params, t)
+		hf.paramNames = append(hf.paramNames, p)
+	}
+	return hf
+}
+
+var (
+	status = []api.ValueType{i32}
+	none   = []api.ValueType{}
+)
+
+// envFuncs is every function of the env module: a superset of ABI 0.1.0,
+// 0.2.0 and 0.2.1 whatever marker the plugin exports (toolchains import
+// names from several versions), in the order of the spec's "Functions
+// implemented in the host environment", then 0.1.0-only names, aliases and
+// toolchain glue. Each function's doc comment gives its statuses.
+var envFuncs = []hostFunc{
+	// Logging.
+	fn("proxy_log", proxyLog, status, "level", "message_ptr", "message_size"),
+	fn("proxy_get_log_level", getLogLevel, status, "ret_level_ptr"),
+	// Clocks and timers.
+	fn("proxy_get_current_time_nanoseconds", getCurrentTimeNanoseconds, status, "ret_time_ptr"),
+	fn("proxy_set_tick_period_milliseconds", setTickPeriodMilliseconds, status, "period"),
+	// Context.
+	fn("proxy_set_effective_context", setEffectiveContext, status, "context_id"),
+	fn("proxy_done", proxyDone, status),
+	// Buffers.
+	fn("proxy_get_buffer_bytes", getBufferBytes, status, "buffer_type", "start", "max_size", "ret_ptr_ptr", "ret_size_ptr"),
+	fn("proxy_get_buffer_status", getBufferStatus, status, "buffer_type", "ret_length_ptr", "ret_flags_ptr"),
+	fn("proxy_set_buffer_bytes", setBufferBytes, status, "buffer_type", "start", "size", "data_ptr", "data_size"),
+	// HTTP fields.
+	fn("proxy_get_header_map_pairs", getHeaderMapPairs, status, "map_type", "ret_ptr_ptr", "ret_size_ptr"),
+	fn("proxy_get_header_map_value", getHeaderMapValue, status, "map_type", "key_ptr", "key_size", "ret_ptr_ptr", "ret_size_ptr"),
+	fn("proxy_add_header_map_value", addHeaderMapValue, status, "map_type", "key_ptr", "key_size", "value_ptr", "value_size"),
+	fn("proxy_replace_header_map_value", replaceHeaderMapValue, status, "map_type", "key_ptr", "key_size", "value_ptr", "value_size"),
+	fn("proxy_remove_header_map_value", removeHeaderMapValue, status, "map_type", "key_ptr", "key_size"),
+	fn("proxy_set_header_map_pairs", setHeaderMapPairs, status, "map_type", "pairs_ptr", "pairs_size"),
+	fn("proxy_get_header_map_size", getHeaderMapSize, status, "map_type", "ret_size_ptr"),
+	// Common HTTP and TCP stream operations.
+	fn("proxy_continue_stream", continueStreamFn, status, "stream_type"),
+	fn("proxy_close_stream", closeStreamFn, status, "stream_type"),
+	// HTTP.
+	fn("proxy_send_local_response", sendLocalResponse, status, "status_code", "details_ptr", "details_size", "body_ptr", "body_size", "headers_ptr", "headers_size", "grpc_status"),
+	// HTTP callouts.
+	fn("proxy_http_call", httpCall, status, "upstream_ptr", "upstream_size", "headers_ptr", "headers_size", "body_ptr", "body_size", "trailers_ptr", "trailers_size", "timeout_ms", "ret_token_ptr"),
+	// gRPC callouts.
+	fn("proxy_grpc_call", grpcCall, status, "service_ptr", "service_size", "service_name_ptr", "service_name_size", "method_ptr", "method_size", "initial_metadata_ptr", "initial_metadata_size", "message_ptr", "message_size", "timeout_ms", "ret_token_ptr"),
+	fn("proxy_grpc_stream", grpcStream, status, "service_ptr", "service_size", "service_name_ptr", "service_name_size", "method_ptr", "method_size", "initial_metadata_ptr", "initial_metadata_size", "ret_token_ptr"),
+	fn("proxy_grpc_send", grpcByToken, status, "token", "message_ptr", "message_size", "end_of_stream"),
+	fn("proxy_grpc_cancel", grpcByToken, status, "token"),
+	fn("proxy_grpc_close", grpcByToken, status, "token"),
+	fn("proxy_get_status", getStatus, status, "ret_code_ptr", "ret_message_ptr_ptr", "ret_message_size_ptr"),
+	// Shared key-value store.
+	fn("proxy_get_shared_data", getSharedData, status, "key_ptr", "key_size", "ret_value_ptr_ptr", "ret_value_size_ptr", "ret_cas_ptr"),
+	fn("proxy_set_shared_data", setSharedData, status, "key_ptr", "key_size", "value_ptr", "value_size", "cas"),
+	// Shared queues.
+	fn("proxy_register_shared_queue", registerSharedQueue, status, "name_ptr", "name_size", "ret_queue_id_ptr"),
+	fn("proxy_resolve_shared_queue", resolveSharedQueue, status, "vm_id_ptr", "vm_id_size", "name_ptr", "name_size", "ret_queue_id_ptr"),
+	fn("proxy_enqueue_shared_queue", enqueueSharedQueue, status, "queue_id", "value_ptr", "value_size"),
+	fn("proxy_dequeue_shared_queue", dequeueSharedQueue, status, "queue_id", "ret_value_ptr_ptr", "ret_value_size_ptr"),
+	// Metrics.
+	fn("proxy_define_metric", defineMetric, status, "metric_type", "name_ptr", "name_size", "ret_metric_id_ptr"),
+	fn("proxy_get_metric", getMetric, status, "metric_id", "ret_value_ptr"),
+	fn("proxy_record_metric", recordMetric, status, "metric_id", "value:i64"),
+	fn("proxy_increment_metric", incrementMetric, status, "metric_id", "offset:i64"),
+	// Properties.
+	fn("proxy_get_property", getProperty, status, "path_ptr", "path_size", "ret_value_ptr_ptr", "ret_value_size_ptr"),
+	fn("proxy_set_property", setProperty, status, "path_ptr", "path_size", "value_ptr", "value_size"),
+	// Foreign functions.
+	fn("proxy_call_foreign_function", callForeignFunction, status, "name_ptr", "name_size", "args_ptr", "args_size", "ret_results_ptr_ptr", "ret_results_size_ptr"),
+
+	// ABI 0.1.0 only (Envoy links them for 0.1.0 plugins; the C++ and
+	// AssemblyScript SDKs import some next to a 0.2.x marker).
+	fn("proxy_get_configuration", getConfiguration, status, "ret_ptr_ptr", "ret_size_ptr"),
+	fn("proxy_continue_request", continueRequest, status),
+	fn("proxy_continue_response", continueResponse, status),
+	fn("proxy_clear_route_cache", clearRouteCache, status),
+
+	// Aliases seen in real binaries.
+	fn("proxy_dispatch_http_call", httpCall, status, "upstream_ptr", "upstream_size", "headers_ptr", "headers_size", "body_ptr", "body_size", "trailers_ptr", "trailers_size", "timeout_ms", "ret_token_ptr"),
+
+	// Toolchain glue.
+	fn("emscripten_notify_memory_growth", emscriptenNotifyMemoryGrowth, none, "memory_index"),
+	fn("pthread_equal", pthreadEqual, status, "a", "b"),
+	fn("abort", asAbort, none, "message_ptr", "file_ptr", "line", "column"),
+	fn("seed", asSeed, []api.ValueType{f64}),
+}
+
+// stubEnvFuncs are linked but answer as hosts do for a feature they do not
+// offer (see http_call.go). README lists them.
+var stubEnvFuncs = map[string]bool{
+	"proxy_http_call": true, "proxy_dispatch_http_call": true,
+	"proxy_grpc_call": true, "proxy_grpc_stream": true, "proxy_grpc_send": true,
+	"proxy_grpc_cancel": true, "proxy_grpc_close": true,
+	"proxy_call_foreign_function": true,
+}
+
+// selectEnvFuncs returns envFuncs with, for each name the guest imports,
+// the variant whose signature it imports. Today every name has one
+// signature; the AssemblyScript SDK's shorter gRPC imports will add
+// variants.
+func selectEnvFuncs(wanted map[string]string) []hostFunc {
+	seen := map[string]bool{}
+	var out []hostFunc
+	for _, hf := range envFuncs {
+		if seen[hf.name] {
+			continue
+		}
+		if sig, ok := wanted[hf.name]; ok && sig != signature(hf.params, hf.results) && hasVariant(hf.name, sig) {
+			continue
+		}
+		seen[hf.name] = true
+		out = append(out, hf)
+	}
+	return out
+}
+
+func hasVariant(name, sig string) bool {
+	for _, hf := range envFuncs {
+		if hf.name == name && signature(hf.params, hf.results) == sig {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,405 @@
+package host
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/sys"
+
+	"github.com/wasm-callout/wasm-callout/abi"
+)
+
+// ErrCallTimeout is the cause recorded when a call into the plugin runs past
+// Config.CallTimeout.
+var ErrCallTimeout = errors.New("plugin call exceeded its deadline")
+
+// instanceKey finds the *instance behind the context.Context that wazero
+// passes to host functions.
+type instanceKey struct{}
+
+func instanceFrom(ctx context.Context) *instance {
+	in, _ := ctx.Value(instanceKey{}).(*instance)
+	return in
+}
+
+// callbacks caches the plugin's exports; wazero builds a call engine per
+// lookup, so they are looked up once per instance. Absent ones are nil.
+type callbacks struct {
+	alloc                              api.Function
+	onContextCreate, onVMStart         api.Function
+	onConfigure, onTick, onQueueReady  api.Function
+	onDone, onLog, onDelete            api.Function
+	onRequestHeaders, onRequestBody    api.Function
+	onRequestTrailers                  api.Function
+	onResponseHeaders, onResponseBody  api.Function
+	onResponseTrailers                 api.Function
+	onNewConnection                    api.Function
+	onDownstreamData, onUpstreamData   api.Function
+	onDownstreamClose, onUpstreamClose api.Function
+}
+
+// instance is one started VM: a wazero module with its root context. Every
+// call into it holds mu, so it runs one callback at a time, like one Envoy
+// worker's VM.
+type instance struct {
+	plugin *Plugin
+	slot   int
+	mod    api.Module
+	mem    api.Memory
+	fns    callbacks
+	arity  int // header callback parameter count
+
+	// ctx is passed to every guest call. It carries the instance for host
+	// functions; cancelling it aborts a runaway call and closes the module.
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	// callStart is when the outermost running call began (UnixNano), or 0.
+	callStart atomic.Int64
+
+	mu sync.Mutex
+	// Fields below are guarded by mu.
+	rootID    uint32
+	nextID    uint32
+	contexts  map[uint32]*pluginContext
+	effective uint32        // context host functions act on
+	depth     int           // nesting of guest calls (allocations re-enter)
+	frame     *HTTPStream   // the stream whose callback is running
+	phase     phase         // which callback is running
+	touched   []*HTTPStream // streams with actions recorded in this call
+	failed    error
+	// rootDone is set when the root context deferred its shutdown (its
+	// proxy_on_done returned false) and has since called proxy_done.
+	rootDonePending, rootDone bool
+	stack                     [8]uint64
+	allocStack                [1]uint64
+	stdout, stderr            *logWriter
+
+	tasks    chan func()
+	tick     chan time.Duration
+	closed   chan struct{}
+	stopOnce sync.Once
+}
+
+// newInstance instantiates the compiled module and runs the start sequence:
+// the WASI entry point, then the root context's create, vm_start and
+// configure. It refuses the plugin if either of the last two returns false.
+func newInstance(ctx context.Context, p *Plugin, slot int) (*instance, error) {
+	in := &instance{
+		plugin:   p,
+		slot:     slot,
+		arity:    p.info.HeaderArity,
+		contexts: map[uint32]*pluginContext{},
+		tasks:    make(chan func(), 64),
+		tick:     make(chan time.Duration, 1),
+		closed:   make(chan struct{}),
+	}
+	in.ctx, in.cancel = context.WithCancelCause(context.WithValue(context.Background(), instanceKey{}, in))
+	in.stdout = &logWriter{in: in, level: abi.LogInfo}
+	in.stderr = &logWriter{in: in, level: abi.LogError}
+
+	mc := wazero.NewModuleConfig().
+		WithName("").
+		WithStartFunctions().
+		WithStdout(in.stdout).
+		WithStderr(in.stderr).
+		WithSysWalltime().
+		WithSysNanotime().
+		WithRandSource(rand.Reader)
+	for k, v := range p.cfg.Env {
+		mc = mc.WithEnv(k, v)
+	}
+	mod, err := p.runtime.InstantiateModule(ctx, p.compiled, mc)
+	if err != nil {
+		return nil, fmt.Errorf("instantiate: %w", err)
+	}
+	in.mod = mod
+	in.mem = mod.Memory()
+	in.lookupCallbacks()
+
+	in.mu.Lock()
+	err = in.start()
+	in.mu.Unlock()
+	if err != nil {
+		in.stop()
+		return nil, err
+	}
+	go in.run()
+	return in, nil
+}
+
+func (in *instance) lookupCallbacks() {
+	f := func(name string) api.Function { return in.mod.ExportedFunction(name) }
+	in.fns = callbacks{
+		alloc:              f(in.plugin.info.Allocator),
+		onContextCreate:    f(abi.OnContextCreate),
+		onVMStart:          f(abi.OnVMStart),
+		onConfigure:        f(abi.OnConfigure),
+		onTick:             f(abi.OnTick),
+		onQueueReady:       f(abi.OnQueueReady),
+		onDone:             f(abi.OnDone),
+		onLog:              f(abi.OnLog),
+		onDelete:           f(abi.OnDelete),
+		onRequestHeaders:   f(abi.OnRequestHeaders),
+		onRequestBody:      f(abi.OnRequestBody),
+		onRequestTrailers:  f(abi.OnRequestTrailers),
+		onResponseHeaders:  f(abi.OnResponseHeaders),
+		onResponseBody:     f(abi.OnResponseBody),
+		onResponseTrailers: f(abi.OnResponseTrailers),
+		onNewConnection:    f(abi.OnNewConnection),
+		onDownstreamData:   f(abi.OnDownstreamData),
+		onUpstreamData:     f(abi.OnUpstreamData),
+		onDownstreamClose:  f(abi.OnDownstreamClose),
+		onUpstreamClose:    f(abi.OnUpstreamClose),
+	}
+}
+
+// start runs the entry points and starts the root context. Caller holds mu.
+func (in *instance) start() error {
+	for _, name := range in.plugin.info.Entry {
+		fn := in.mod.ExportedFunction(name)
+		params := make([]uint64, len(fn.Definition().ParamTypes())) // main(argc=0, argv=0)
+		if _, err := in.call(fn, params...); err != nil {
+			var exit *sys.ExitError
+			if errors.As(err, &exit) {
+				return fmt.Errorf("%s: the module exited with code %d during start-up; a plugin must stay alive to serve callbacks (a Go plugin must be built with -buildmode=c-shared)", name, exit.ExitCode())
+			}
+			return fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	in.nextID++
+	in.rootID = in.nextID
+	in.contexts[in.rootID] = &pluginContext{id: in.rootID, root: true}
+	if _, err := in.callCtx(in.fns.onContextCreate, in.rootID, 0); err != nil {
+		return fmt.Errorf("%s: %w", abi.OnContextCreate, err)
+	}
+	in.phase = phaseVMStart
+	ok, err := in.callCtx(in.fns.onVMStart, in.rootID, uint64(len(in.plugin.cfg.VMConfig)))
+	in.phase = phaseNone
+	if err != nil {
+		return fmt.Errorf("%s: %w", abi.OnVMStart, err)
+	}
+	if in.fns.onVMStart != nil && uint32(ok) == 0 {
+		return fmt.Errorf("%s returned false: the plugin refused its VM configuration", abi.OnVMStart)
+	}
+	in.phase = phaseConfigure
+	ok, err = in.callCtx(in.fns.onConfigure, in.rootID, uint64(len(in.plugin.cfg.PluginConfig)))
+	in.phase = phaseNone
+	if err != nil {
+		return fmt.Errorf("%s: %w", abi.OnConfigure, err)
+	}
+	if in.fns.onConfigure != nil && uint32(ok) == 0 {
+		return fmt.Errorf("%s returned false: the plugin refused its configuration", abi.OnConfigure)
+	}
+	return nil
+}
+
+// callCtx calls a callback of context id with the remaining parameters.
+// The effective context is reset to id for the call's duration. An absent
+// callback returns 0 (Continue, or false for boolean callbacks, which
+// callers treat as "absent means default").
+func (in *instance) callCtx(fn api.Function, id uint32, params ...uint64) (uint64, error) {
+	if fn == nil {
+		return 0, in.failed
+	}
+	var buf [8]uint64
+	buf[0] = uint64(id)
+	n := 1 + copy(buf[1:], params)
+	prev := in.effective
+	in.effective = id
+	res, err := in.call(fn, buf[:n]...)
+	in.effective = prev
+	return res, err
+}
+
+// call invokes fn with params on the instance stack and returns its first
+// result. Caller holds mu. A failed call poisons the instance: the error is
+// kept and returned by every later call.
+func (in *instance) call(fn api.Function, params ...uint64) (uint64, error) {
+	if in.failed != nil {
+		return 0, in.failed
+	}
+	def := fn.Definition()
+	n := max(len(def.ParamTypes()), len(def.ResultTypes()))
+	var stack []uint64
+	if n <= len(in.stack) && in.depth == 0 {
+		stack = in.stack[:n]
+	} else {
+		stack = make([]uint64, n)
+	}
+	copy(stack, params)
+	if in.depth == 0 {
+		in.callStart.Store(time.Now().UnixNano())
+	}
+	in.depth++
+	err := fn.CallWithStack(in.ctx, stack)
+	in.depth--
+	if in.depth == 0 {
+		in.callStart.Store(0)
+	}
+	if err == nil && in.failed != nil {
+		// A nested call (an allocation) failed while the outer call
+		// went on: the instance is still poisoned.
+		err = in.failed
+	}
+	if err != nil {
+		in.fail(err)
+		return 0, in.failed
+	}
+	if len(def.ResultTypes()) == 0 {
+		return 0, nil
+	}
+	return stack[0], nil
+}
+
+// alloc asks the plugin for size bytes, re-entering the guest from inside a
+// host function. It returns 0 if the allocator failed or returned an address
+// outside memory.
+func (in *instance) alloc(size uint32) uint32 {
+	if in.failed != nil || in.fns.alloc == nil {
+		return 0
+	}
+	in.allocStack[0] = uint64(size)
+	// The allocator may itself re-enter (Go's GC can poll or log), so it
+	// gets a stack of its own rather than the instance's.
+	stack := in.allocStack[:]
+	if in.depth > 1 {
+		stack = []uint64{uint64(size)}
+	}
+	in.depth++
+	err := in.fns.alloc.CallWithStack(in.ctx, stack)
+	in.depth--
+	if err != nil {
+		in.fail(fmt.Errorf("%s(%d): %w", in.plugin.info.Allocator, size, err))
+		return 0
+	}
+	ptr := uint32(stack[0])
+	if ptr == 0 || uint64(ptr)+uint64(size) > uint64(in.mem.Size()) {
+		return 0
+	}
+	return ptr
+}
+
+// fail poisons the instance with the first error it saw, tells every live
+// stream, and asks the pool for a replacement. Caller holds mu.
+func (in *instance) fail(err error) {
+	if in.failed != nil {
+		return
+	}
+	if cause := context.Cause(in.ctx); cause != nil && in.ctx.Err() != nil {
+		err = fmt.Errorf("%w (%v)", cause, err)
+	}
+	in.failed = err
+	in.plugin.cfg.Logger.Error("plugin instance failed; replacing it",
+		"plugin", in.plugin.cfg.Name, "instance", in.slot, "err", err)
+	for _, c := range in.contexts {
+		if c.http != nil {
+			c.http.instanceFailed(err)
+		}
+	}
+	go in.plugin.pool.replace(in)
+}
+
+// run is the instance's executor for work that does not come from a stream:
+// timer ticks and posted tasks (queue notifications). Each runs under mu, so
+// it never overlaps a stream callback.
+func (in *instance) run() {
+	var ticker *time.Ticker
+	var tickC <-chan time.Time
+	defer func() {
+		if ticker != nil {
+			ticker.Stop()
+		}
+	}()
+	for {
+		select {
+		case <-in.closed:
+			return
+		case d := <-in.tick:
+			if ticker != nil {
+				ticker.Stop()
+				ticker, tickC = nil, nil
+			}
+			if d > 0 {
+				ticker = time.NewTicker(d)
+				tickC = ticker.C
+			}
+		case <-tickC:
+			in.withLock(func() {
+				in.callCtx(in.fns.onTick, in.rootID)
+			})
+		case task := <-in.tasks:
+			in.withLock(task)
+		}
+	}
+}
+
+// withLock runs fn under mu unless the instance failed, then delivers the
+// stream actions fn caused.
+func (in *instance) withLock(fn func()) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.failed != nil {
+		return
+	}
+	fn()
+	in.flushActions(nil)
+}
+
+// post queues fn on the executor. It reports false if the instance is gone
+// or its queue is full.
+func (in *instance) post(fn func()) bool {
+	select {
+	case <-in.closed:
+		return false
+	case in.tasks <- fn:
+		return true
+	default:
+		return false
+	}
+}
+
+// shutdown runs the root context's on_done (waiting up to wait for
+// proxy_done if the plugin defers) and on_delete, then stops the instance.
+func (in *instance) shutdown(wait time.Duration) {
+	in.mu.Lock()
+	if in.failed == nil {
+		ok, err := in.callCtx(in.fns.onDone, in.rootID)
+		if err == nil && in.fns.onDone != nil && uint32(ok) == 0 {
+			in.rootDonePending = true
+		}
+	}
+	in.mu.Unlock()
+	deadline := time.Now().Add(wait)
+	for {
+		in.mu.Lock()
+		waiting := in.rootDonePending && !in.rootDone && in.failed == nil
+		if !waiting || time.Now().After(deadline) {
+			if in.failed == nil {
+				in.callCtx(in.fns.onDelete, in.rootID)
+			}
+			in.mu.Unlock()
+			break
+		}
+		in.mu.Unlock()
+		time.Sleep(10 * time.Millisecond)
+	}
+	in.stop()
+}
+
+// stop closes the module and the executor. It is idempotent.
+func (in *instance) stop() {
+	in.stopOnce.Do(func() {
+		close(in.closed)
+		in.cancel(errClosed)
+		if in.mod != nil {
+			in.mod.Close(context.Background())
+		}
+	})
+}
