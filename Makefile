@@ -1,0 +1,34 @@
+# Build and test entry points. Keep one section per area; add new targets to
+# .PHONY and to the help text of their section.
+
+GO ?= go
+
+.PHONY: all plugins test clean-plugins
+
+all: plugins
+
+## Plugins ---------------------------------------------------------------------
+# `make plugins` builds every plugins/*/ directory that holds a main package
+# into plugins/bin/NAME.wasm with the stock-Go route (`wasm-callout build`).
+# A plugin is rebuilt only when its sources, the shared plugins module files
+# or the builder (internal/gobuild and its generated glue) change.
+
+PLUGIN_NAMES := $(sort $(notdir $(patsubst %/,%,$(dir $(shell grep -l '^package main$$' plugins/*/*.go 2>/dev/null)))))
+PLUGIN_WASM := $(PLUGIN_NAMES:%=plugins/bin/%.wasm)
+PLUGIN_COMMON := plugins/go.mod plugins/go.sum \
+	$(filter-out %_test.go,$(wildcard internal/gobuild/*.go internal/gobuild/gluegen/*.go)) \
+	$(wildcard internal/gobuild/glue/*.go.txt)
+
+plugins: $(PLUGIN_WASM)
+
+.SECONDEXPANSION:
+plugins/bin/%.wasm: $$(wildcard plugins/$$*/*.go) $(PLUGIN_COMMON)
+	$(GO) run ./cmd/wasm-callout build ./plugins/$* -o $@
+
+clean-plugins:
+	rm -rf plugins/bin
+
+## Tests -----------------------------------------------------------------------
+
+test: plugins
+	$(GO) test ./...
