@@ -207,6 +207,14 @@ func genHostCalls(b *bytes.Buffer) error {
 // stock-Go wasip1 builds: it imports the proxy-wasm host functions with
 // wasm-sized parameters and wraps them in the Go signatures that the SDK
 // declares for TinyGo in abi_hostcalls.go.
+//
+// Go's **byte and *int are 64-bit on wasm and not allowed in a wasmimport
+// signature, so out-parameters go through 32-bit temporaries that are copied
+// back. Pointers passed to a //go:wasmimport function escape, so those
+// temporaries (and the SDK's input buffers) live on the heap, which does not
+// move: that matters because the host calls proxy_on_memory_allocate while a
+// host call is in progress, and Go code running then may grow (and so move)
+// the goroutine's stack.
 
 package internal
 
