@@ -12,6 +12,8 @@ import (
 	"log/slog"
 	"runtime"
 	"time"
+
+	"github.com/tetratelabs/wazero/experimental"
 )
 
 // FailurePolicy says what a stream gets when its plugin instance fails (a
@@ -86,6 +88,10 @@ type Config struct {
 	// Shared holds shared data and queues. nil means the process-wide
 	// store, keyed by VMID, as Envoy's is.
 	Shared *SharedState
+
+	// listeners, set only by this package's tests, traces host calls and
+	// callbacks through wazero's function listeners.
+	listeners experimental.FunctionListenerFactory
 }
 
 func (c Config) withDefaults() Config {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/experimental"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 
 	"github.com/wasm-callout/wasm-callout/abi"
@@ -115,6 +116,9 @@ func compile(ctx context.Context, wasm []byte, cfg Config, cache wazero.Compilat
 		rc = rc.WithCompilationCache(cache)
 	}
 	r := wazero.NewRuntimeWithConfig(ctx, rc)
+	if cfg.listeners != nil {
+		ctx = experimental.WithFunctionListenerFactory(ctx, cfg.listeners)
+	}
 	mod, err := r.CompileModule(ctx, wasm)
 	if err != nil {
 		r.Close(ctx)

@@ -1,0 +1,35 @@
+;; ABI 0.1.0: two-argument header callbacks, proxy_get_configuration, and
+;; proxy_continue_request. Request headers pause; the body callback resumes
+;; the request with the 0.1.0 call. on_configure checks the configuration.
+(module
+  (import "env" "proxy_get_configuration" (func $cfg (param i32 i32) (result i32)))
+  (import "env" "proxy_continue_request" (func $continue (result i32)))
+  (import "env" "proxy_continue_response" (func $continue_resp (result i32)))
+  (import "env" "proxy_clear_route_cache" (func $crc (result i32)))
+  (memory (export "memory") 1)
+  (global $heap (mut i32) (i32.const 4096))
+  (global $paused (mut i32) (i32.const 0))
+  (func (export "proxy_abi_version_0_1_0"))
+  (func (export "malloc") (param $n i32) (result i32)
+    (local $p i32)
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.add (global.get $heap) (local.get $n)))
+    (local.get $p))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
+  ;; Accept only the configuration "v010".
+  (func (export "proxy_on_configure") (param i32 i32) (result i32)
+    (drop (call $cfg (i32.const 100) (i32.const 104)))
+    (i32.and
+      (i32.eq (i32.load (i32.const 104)) (i32.const 4))
+      (i32.eq (i32.load (i32.load (i32.const 100))) (i32.const 0x30313076))))
+  (func (export "proxy_on_request_headers") (param i32 i32) (result i32)
+    (drop (call $crc))
+    (i32.const 1))
+  (func (export "proxy_on_request_body") (param i32 i32 i32) (result i32)
+    (drop (call $continue))
+    (i32.const 1))
+  (func (export "proxy_on_response_headers") (param i32 i32) (result i32)
+    (drop (call $continue_resp))
+    (i32.const 3))
+)

@@ -1,0 +1,39 @@
+;; Misbehaviour on demand. on_request_headers reads the request header
+;; x-fault and: "trap" hits unreachable; "loop" spins forever; "oom" grows
+;; memory until the limit, then traps as runtimes do on allocation
+;; failure; "exit" calls proc_exit. Anything else adds x-ok to the response.
+(module
+  (import "env" "proxy_get_header_map_value" (func $get (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_add_header_map_value" (func $add (param i32 i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (global $heap (mut i32) (i32.const 4096))
+  (data (i32.const 16) "x-fault")
+  (data (i32.const 32) "x-ok")
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_memory_allocate") (param $n i32) (result i32)
+    (local $p i32)
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.add (global.get $heap) (local.get $n)))
+    (local.get $p))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (local $c i32)
+    (if (call $get (i32.const 0) (i32.const 16) (i32.const 7) (i32.const 100) (i32.const 104))
+      (then (return (i32.const 0))))
+    (local.set $c (i32.load8_u (i32.load (i32.const 100))))
+    (if (i32.eq (local.get $c) (i32.const 116)) (then unreachable))          ;; t
+    (if (i32.eq (local.get $c) (i32.const 108)) (then (loop $l (br $l))))    ;; l
+    (if (i32.eq (local.get $c) (i32.const 111))                              ;; o
+      (then
+        (loop $grow
+          (br_if $grow (i32.ne (memory.grow (i32.const 16)) (i32.const -1))))
+        unreachable))
+    (if (i32.eq (local.get $c) (i32.const 101)) (then (call $exit (i32.const 3)))) ;; e
+    (i32.const 0))
+  (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32)
+    (drop (call $add (i32.const 2) (i32.const 32) (i32.const 4) (i32.const 32) (i32.const 4)))
+    (i32.const 0))
+)

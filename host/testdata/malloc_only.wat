@@ -1,0 +1,23 @@
+;; C++ (Emscripten) style: a reactor whose only allocator is malloc, and
+;; which imports emscripten_notify_memory_growth. _initialize must run first.
+(module
+  (import "env" "emscripten_notify_memory_growth" (func $grew (param i32)))
+  (import "env" "proxy_add_header_map_value" (func $add (param i32 i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (global $heap (mut i32) (i32.const 4096))
+  (global $ready (mut i32) (i32.const 0))
+  (data (i32.const 16) "x-allocatedvia-malloc")
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "_initialize") (global.set $ready (i32.const 1)) (call $grew (i32.const 0)))
+  (func (export "malloc") (param $n i32) (result i32)
+    (local $p i32)
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.add (global.get $heap) (local.get $n)))
+    (local.get $p))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (global.get $ready))
+  (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32)
+    (drop (call $add (i32.const 2) (i32.const 16) (i32.const 10) (i32.const 26) (i32.const 11)))
+    (i32.const 0))
+)

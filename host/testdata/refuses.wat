@@ -1,0 +1,20 @@
+;; on_vm_start refuses a VM configuration "no"; on_configure refuses a
+;; plugin configuration "no".
+(module
+  (import "env" "proxy_get_buffer_bytes" (func $get (param i32 i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (global $heap (mut i32) (i32.const 4096))
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_memory_allocate") (param $n i32) (result i32)
+    (local $p i32)
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.add (global.get $heap) (local.get $n)))
+    (local.get $p))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func $is_no (param $type i32) (result i32)
+    (drop (call $get (local.get $type) (i32.const 0) (i32.const 100) (i32.const 100) (i32.const 104)))
+    (i32.and (i32.eq (i32.load (i32.const 104)) (i32.const 2))
+             (i32.eq (i32.load16_u (i32.load (i32.const 100))) (i32.const 0x6f6e))))
+  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.eqz (call $is_no (i32.const 6))))
+  (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.eqz (call $is_no (i32.const 7))))
+)
