@@ -863,8 +863,8 @@ func TestMutations(t *testing.T) {
 			},
 		},
 		{
-			name: "clear_route_cache needs a header mutation",
-			req:  req(),
+			name:   "clear_route_cache needs a header mutation",
+			req:    req(),
 			server: answer(&extprocv3.CommonResponse{ClearRouteCache: true}),
 			check: func(t *testing.T, r *Result) {
 				if r.Stats.ClearRouteCache != 0 || r.Stats.ClearRouteCacheIgnored != 1 {
