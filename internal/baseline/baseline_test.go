@@ -115,7 +115,7 @@ func TestWithEmulator(t *testing.T) {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			res, err := envoytest.Do(ctx, conn, envoytest.Config{ProcessingMode: tc.mode}, req)
+			res, err := envoytest.Do(ctx, conn, envoytest.Config{ProcessingMode: tc.mode, MessageTimeout: 10 * time.Second}, req)
 			if err != nil {
 				t.Fatal(err)
 			}

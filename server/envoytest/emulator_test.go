@@ -53,6 +53,11 @@ func runCases(t *testing.T, cases []emuCase) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			conn, _ := startFake(t, tc.server)
+			if tc.cfg.MessageTimeout == 0 {
+				// Only the timeout tests rely on the timer; elsewhere a busy
+				// machine must not turn a slow answer into a 504.
+				tc.cfg.MessageTimeout = 10 * time.Second
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
 			res, err := Do(ctx, conn, tc.cfg, tc.req)
@@ -1193,6 +1198,7 @@ func TestTimeouts(t *testing.T) {
 func TestGolden(t *testing.T) {
 	conn, _ := startFake(t, serve(upper))
 	cfg := Config{
+		MessageTimeout: 10 * time.Second,
 		ProcessingMode: &filterv3.ProcessingMode{RequestBodyMode: modeStreamed, RequestTrailerMode: filterv3.ProcessingMode_SEND,
 			ResponseBodyMode: modeBuffered},
 		RequestAttributes: map[string]*structpb.Value{"request.path": structpb.NewStringValue("/p")},
@@ -1212,8 +1218,8 @@ func TestGolden(t *testing.T) {
 
 func TestTranscriptRoundTrip(t *testing.T) {
 	conn, _ := startFake(t, serve(upper))
-	res, err := Do(context.Background(), conn, Config{ProcessingMode: &filterv3.ProcessingMode{RequestBodyMode: modeStreamed}},
-		postReq("", "a\nb", "c"))
+	res, err := Do(context.Background(), conn, Config{MessageTimeout: 10 * time.Second,
+		ProcessingMode: &filterv3.ProcessingMode{RequestBodyMode: modeStreamed}}, postReq("", "a\nb", "c"))
 	if err != nil {
 		t.Fatal(err)
 	}

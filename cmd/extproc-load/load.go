@@ -1,0 +1,397 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"runtime/debug"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+
+	"github.com/wasm-callout/wasm-callout/server/envoytest"
+)
+
+// Limits that keep a run bounded whatever the flags say.
+const (
+	maxDuration    = 10 * time.Minute
+	maxRequests    = 100_000_000
+	maxConcurrency = 4096
+	maxConns       = 256
+	maxBodyBytes   = 64 << 20
+	requestTimeout = 10 * time.Second
+	maxSamples     = 20_000_000
+)
+
+// loadConfig is the parsed command line of a load run.
+type loadConfig struct {
+	addr         string
+	label        string
+	scenario     string
+	bodyBytes    int
+	chunks       int
+	chunkBytes   int
+	conns        int
+	concurrency  int
+	duration     time.Duration
+	requests     int
+	warmup       time.Duration
+	serverPID    int
+	expectHeader string
+	msgTimeout   time.Duration
+}
+
+// result is the machine-readable outcome of a run (one JSON line).
+type result struct {
+	Label       string  `json:"label"`
+	Scenario    string  `json:"scenario"`
+	Addr        string  `json:"addr"`
+	Conns       int     `json:"conns"`
+	Concurrency int     `json:"concurrency"`
+	BodyBytes   int     `json:"body_bytes"`
+	Requests    int64   `json:"requests"`
+	Errors      int64   `json:"errors"`
+	DurationS   float64 `json:"duration_s"`
+	RPS         float64 `json:"rps"`
+	P50Ms       float64 `json:"p50_ms"`
+	P99Ms       float64 `json:"p99_ms"`
+	MaxMs       float64 `json:"max_ms"`
+	ServerPID   int     `json:"server_pid,omitempty"`
+	// ServerCPUS and CPUUsPerReq are -1 without -server-pid.
+	ServerCPUS        float64 `json:"server_cpu_s"`
+	CPUUsPerReq       float64 `json:"cpu_us_per_req"`
+	ClientCPUUsPerReq float64 `json:"client_cpu_us_per_req"`
+	FirstError        string  `json:"first_error,omitempty"`
+}
+
+func parseLoadFlags(args []string, stderr io.Writer) (*loadConfig, error) {
+	c := &loadConfig{}
+	fs := flag.NewFlagSet("extproc-load", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.addr, "addr", "", "ext_proc server address HOST:PORT (required)")
+	fs.StringVar(&c.label, "label", "", "label recorded in the JSON line (e.g. baseline, wasm)")
+	fs.StringVar(&c.scenario, "scenario", "headers", "headers, buffered or streamed")
+	fs.IntVar(&c.bodyBytes, "body-bytes", 4096, "request body size for -scenario buffered")
+	fs.IntVar(&c.chunks, "chunks", 4, "body chunks for -scenario streamed")
+	fs.IntVar(&c.chunkBytes, "chunk-bytes", 1024, "chunk size for -scenario streamed")
+	fs.IntVar(&c.conns, "conns", 1, "gRPC connections (requests are spread over them)")
+	fs.IntVar(&c.concurrency, "concurrency", 16, "requests in flight")
+	fs.DurationVar(&c.duration, "duration", 5*time.Second, "run length (ignored with -requests)")
+	fs.IntVar(&c.requests, "requests", 0, "number of requests (0: run for -duration)")
+	fs.DurationVar(&c.warmup, "warmup", 0, "unmeasured warm-up before the run")
+	fs.IntVar(&c.serverPID, "server-pid", 0, "server process id, for CPU per request from /proc/PID/stat")
+	fs.StringVar(&c.expectHeader, "expect-header", "", "count responses without this header as errors")
+	fs.DurationVar(&c.msgTimeout, "message-timeout", envoytest.DefaultMessageTimeout, "the emulated filter's message_timeout")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	switch {
+	case fs.NArg() > 0:
+		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
+	case c.addr == "":
+		return nil, errors.New("-addr is required")
+	case c.conns < 1 || c.conns > maxConns:
+		return nil, fmt.Errorf("-conns must be in [1, %d]", maxConns)
+	case c.concurrency < 1 || c.concurrency > maxConcurrency:
+		return nil, fmt.Errorf("-concurrency must be in [1, %d]", maxConcurrency)
+	case c.requests < 0 || c.requests > maxRequests:
+		return nil, fmt.Errorf("-requests must be in [0, %d]", maxRequests)
+	case c.requests == 0 && (c.duration <= 0 || c.duration > maxDuration):
+		return nil, fmt.Errorf("-duration must be in (0, %v]", maxDuration)
+	case c.warmup < 0 || c.warmup > maxDuration:
+		return nil, fmt.Errorf("-warmup must be in [0, %v]", maxDuration)
+	case c.msgTimeout <= 0 || c.msgTimeout > time.Hour:
+		return nil, errors.New("-message-timeout must be in (0, 1h]")
+	case c.serverPID < 0:
+		return nil, errors.New("-server-pid must be positive")
+	}
+	switch c.scenario {
+	case "headers":
+	case "buffered":
+		if c.bodyBytes < 1 || c.bodyBytes > maxBodyBytes {
+			return nil, fmt.Errorf("-body-bytes must be in [1, %d]", maxBodyBytes)
+		}
+	case "streamed":
+		if c.chunks < 1 || c.chunkBytes < 1 || c.chunks*c.chunkBytes > maxBodyBytes || c.chunks > 1<<16 {
+			return nil, fmt.Errorf("-chunks × -chunk-bytes must be in [1, %d]", maxBodyBytes)
+		}
+	default:
+		return nil, fmt.Errorf("unknown -scenario %q (headers, buffered, streamed)", c.scenario)
+	}
+	return c, nil
+}
+
+// scenario returns the emulator configuration and the request to replay.
+func (c *loadConfig) scenarioRequest() (envoytest.Config, *envoytest.Request, int) {
+	cfg := envoytest.Config{NoTranscript: true, BufferLimit: maxBodyBytes + 1, MessageTimeout: c.msgTimeout}
+	req := &envoytest.Request{
+		Headers: envoytest.H(":method", "GET", ":path", "/load", ":authority", "extproc-load", ":scheme", "http",
+			"user-agent", "extproc-load", "x-request-id", "00000000-0000-0000-0000-000000000000"),
+		Response: &envoytest.Response{Headers: envoytest.H(":status", "200", "content-type", "text/plain",
+			"content-length", "0")},
+	}
+	body := 0
+	switch c.scenario {
+	case "buffered":
+		body = c.bodyBytes
+		cfg.ProcessingMode = &filterv3.ProcessingMode{RequestBodyMode: filterv3.ProcessingMode_BUFFERED}
+		req.Headers[0].Value = "POST"
+		req.Headers = append(req.Headers, envoytest.Header{Key: "content-length", Value: strconv.Itoa(body)})
+		req.Body = [][]byte{bytes.Repeat([]byte("b"), body)}
+	case "streamed":
+		body = c.chunks * c.chunkBytes
+		cfg.ProcessingMode = &filterv3.ProcessingMode{RequestBodyMode: filterv3.ProcessingMode_STREAMED}
+		req.Headers[0].Value = "POST"
+		chunk := bytes.Repeat([]byte("s"), c.chunkBytes)
+		for range c.chunks {
+			req.Body = append(req.Body, chunk)
+		}
+	}
+	return cfg, req, body
+}
+
+func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	c, err := parseLoadFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	cfg, req, bodyBytes := c.scenarioRequest()
+	// The load tool allocates per request; trade memory for less GC work so
+	// that more of the machine is left to the server being measured.
+	defer debug.SetGCPercent(debug.SetGCPercent(400))
+	emus := make([]*envoytest.Emulator, c.conns)
+	for i := range emus {
+		conn, err := envoytest.Dial(c.addr)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		conn.Connect()
+		if emus[i], err = envoytest.New(conn, cfg); err != nil {
+			return err
+		}
+	}
+	if c.serverPID > 0 {
+		if _, err := processCPU(c.serverPID); err != nil {
+			return err
+		}
+	}
+	if c.warmup > 0 {
+		if _, err := drive(ctx, c, emus, req, time.Now().Add(c.warmup), 0, false); err != nil {
+			return err
+		}
+	}
+	var cpu0, cpu1 time.Duration
+	if c.serverPID > 0 {
+		if cpu0, err = processCPU(c.serverPID); err != nil {
+			return err
+		}
+	}
+	self0 := selfCPU()
+	deadline := time.Now().Add(c.duration)
+	if c.requests > 0 {
+		deadline = time.Now().Add(maxDuration)
+	}
+	st, err := drive(ctx, c, emus, req, deadline, c.requests, true)
+	if err != nil {
+		return err
+	}
+	self1 := selfCPU()
+	if c.serverPID > 0 {
+		if cpu1, err = processCPU(c.serverPID); err != nil {
+			return err
+		}
+	}
+	r := st.result(c, bodyBytes)
+	r.ServerCPUS, r.CPUUsPerReq = -1, -1
+	if c.serverPID > 0 {
+		r.ServerPID = c.serverPID
+		r.ServerCPUS = (cpu1 - cpu0).Seconds()
+		if r.Requests > 0 {
+			r.CPUUsPerReq = float64((cpu1 - cpu0).Microseconds()) / float64(r.Requests)
+		}
+	}
+	if r.Requests > 0 {
+		r.ClientCPUUsPerReq = float64((self1 - self0).Microseconds()) / float64(r.Requests)
+	}
+	printHuman(stdout, r)
+	line, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s\n", line)
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return nil
+}
+
+// runStats collects the outcome of the workers.
+type runStats struct {
+	mu        sync.Mutex
+	latencies []time.Duration
+	requests  atomic.Int64
+	errors    atomic.Int64
+	firstErr  string
+	elapsed   time.Duration
+}
+
+func (s *runStats) fail(msg string) {
+	s.errors.Add(1)
+	s.mu.Lock()
+	if s.firstErr == "" {
+		s.firstErr = msg
+	}
+	s.mu.Unlock()
+}
+
+// drive keeps c.concurrency requests in flight until the deadline or until
+// n requests (n > 0) have been issued.
+func drive(ctx context.Context, c *loadConfig, emus []*envoytest.Emulator, req *envoytest.Request,
+	deadline time.Time, n int, record bool) (*runStats, error) {
+	st := &runStats{}
+	var tickets atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := range c.concurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			emu := emus[w%len(emus)]
+			var local []time.Duration
+			for ctx.Err() == nil && time.Now().Before(deadline) {
+				if n > 0 && tickets.Add(1) > int64(n) {
+					break
+				}
+				rctx, cancel := context.WithTimeout(ctx, requestTimeout)
+				t0 := time.Now()
+				res, err := emu.Do(rctx, req)
+				lat := time.Since(t0)
+				cancel()
+				if ctx.Err() != nil {
+					break
+				}
+				st.requests.Add(1)
+				switch {
+				case err != nil:
+					st.fail(err.Error())
+				case res.LocalReply != nil:
+					st.fail(fmt.Sprintf("local reply %d %s", res.LocalReply.Status, res.LocalReply.Details))
+				case c.expectHeader != "" && !res.Response.Headers.Has(c.expectHeader):
+					st.fail("response without " + c.expectHeader)
+				}
+				if record && len(local) < maxSamples/c.concurrency {
+					local = append(local, lat)
+				}
+			}
+			st.mu.Lock()
+			st.latencies = append(st.latencies, local...)
+			st.mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	st.elapsed = time.Since(start)
+	return st, nil
+}
+
+func (s *runStats) result(c *loadConfig, bodyBytes int) result {
+	r := result{
+		Label: c.label, Scenario: c.scenario, Addr: c.addr, Conns: c.conns, Concurrency: c.concurrency,
+		BodyBytes: bodyBytes, Requests: s.requests.Load(), Errors: s.errors.Load(),
+		DurationS: s.elapsed.Seconds(), FirstError: s.firstErr,
+	}
+	if r.DurationS > 0 {
+		r.RPS = float64(r.Requests) / r.DurationS
+	}
+	slices.Sort(s.latencies)
+	r.P50Ms = ms(percentile(s.latencies, 0.50))
+	r.P99Ms = ms(percentile(s.latencies, 0.99))
+	if len(s.latencies) > 0 {
+		r.MaxMs = ms(s.latencies[len(s.latencies)-1])
+	}
+	return r
+}
+
+// percentile of sorted samples (nearest rank).
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(math.Ceil(p*float64(len(sorted)))) - 1
+	return sorted[max(0, min(i, len(sorted)-1))]
+}
+
+func ms(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e6 }
+
+func printHuman(w io.Writer, r result) {
+	label := r.Label
+	if label == "" {
+		label = "-"
+	}
+	fmt.Fprintf(w, "%s: scenario=%s body=%dB addr=%s conns=%d in-flight=%d\n",
+		label, r.Scenario, r.BodyBytes, r.Addr, r.Conns, r.Concurrency)
+	fmt.Fprintf(w, "  requests %d in %.2fs: %.0f req/s, errors %d\n", r.Requests, r.DurationS, r.RPS, r.Errors)
+	if r.FirstError != "" {
+		fmt.Fprintf(w, "  first error: %s\n", r.FirstError)
+	}
+	fmt.Fprintf(w, "  latency p50 %.3fms  p99 %.3fms  max %.3fms\n", r.P50Ms, r.P99Ms, r.MaxMs)
+	if r.CPUUsPerReq >= 0 {
+		fmt.Fprintf(w, "  server cpu %.3fs: %.1f µs/request (pid %d)\n", r.ServerCPUS, r.CPUUsPerReq, r.ServerPID)
+	}
+	fmt.Fprintf(w, "  load tool cpu: %.1f µs/request\n", r.ClientCPUUsPerReq)
+}
+
+// clockTicks is USER_HZ, the unit of /proc/PID/stat times: 100 on every
+// Linux architecture Go supports.
+const clockTicks = 100
+
+// processCPU returns utime+stime of a process (all its threads, live and
+// exited) from /proc/PID/stat.
+func processCPU(pid int) (time.Duration, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, fmt.Errorf("server cpu: %w", err)
+	}
+	return parseStatCPU(string(data))
+}
+
+// parseStatCPU extracts utime (field 14) and stime (field 15); the command
+// name (field 2) is parenthesised and may contain spaces or parentheses.
+func parseStatCPU(stat string) (time.Duration, error) {
+	i := strings.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, errors.New("server cpu: malformed /proc stat")
+	}
+	f := strings.Fields(stat[i+1:])
+	// f[0] is field 3 (state); utime is field 14, stime field 15.
+	if len(f) < 13 {
+		return 0, errors.New("server cpu: short /proc stat")
+	}
+	ut, err1 := strconv.ParseUint(f[11], 10, 64)
+	stt, err2 := strconv.ParseUint(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, errors.New("server cpu: bad utime/stime in /proc stat")
+	}
+	return time.Duration(ut+stt) * time.Second / clockTicks, nil
+}
+
+// selfCPU is the load tool's own user+system CPU time.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}

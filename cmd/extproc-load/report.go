@@ -1,0 +1,159 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+)
+
+// runReport reads the JSON lines of several runs and prints, per scenario,
+// the median over rounds of each label and the ratios to the baseline label.
+func runReport(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("extproc-load report", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	base := fs.String("baseline", "baseline", "label the others are compared with")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() == 0 {
+		return errors.New("report: no result files")
+	}
+	var results []result
+	for _, path := range fs.Args() {
+		f, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		rs, err := readResults(f)
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		results = append(results, rs...)
+	}
+	if len(results) == 0 {
+		return errors.New("report: no result lines")
+	}
+	writeReport(stdout, summarize(results), *base)
+	return nil
+}
+
+// readResults returns the JSON result lines of r; other lines are skipped.
+func readResults(r io.Reader) ([]result, error) {
+	var rs []result
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if !strings.HasPrefix(line, "{") {
+			continue
+		}
+		var res result
+		if err := json.Unmarshal([]byte(line), &res); err != nil {
+			return nil, err
+		}
+		rs = append(rs, res)
+	}
+	return rs, sc.Err()
+}
+
+// summary is the median over the rounds of one label and scenario.
+type summary struct {
+	label, scenario string
+	rounds          int
+	errors          int64
+	rps             float64
+	p50Ms, p99Ms    float64
+	cpuUsPerReq     float64 // -1 when unknown
+}
+
+func summarize(rs []result) []summary {
+	type key struct{ label, scenario string }
+	groups := map[key][]result{}
+	var order []key
+	for _, r := range rs {
+		k := key{r.Label, r.Scenario}
+		if _, ok := groups[k]; !ok {
+			order = append(order, k)
+		}
+		groups[k] = append(groups[k], r)
+	}
+	var out []summary
+	for _, k := range order {
+		g := groups[k]
+		s := summary{label: k.label, scenario: k.scenario, rounds: len(g), cpuUsPerReq: -1}
+		var rps, p50, p99, cpu []float64
+		for _, r := range g {
+			s.errors += r.Errors
+			rps = append(rps, r.RPS)
+			p50 = append(p50, r.P50Ms)
+			p99 = append(p99, r.P99Ms)
+			if r.CPUUsPerReq >= 0 {
+				cpu = append(cpu, r.CPUUsPerReq)
+			}
+		}
+		s.rps, s.p50Ms, s.p99Ms = median(rps), median(p50), median(p99)
+		if len(cpu) > 0 {
+			s.cpuUsPerReq = median(cpu)
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	v = slices.Clone(v)
+	slices.Sort(v)
+	if len(v)%2 == 1 {
+		return v[len(v)/2]
+	}
+	return (v[len(v)/2-1] + v[len(v)/2]) / 2
+}
+
+func writeReport(w io.Writer, ss []summary, base string) {
+	fmt.Fprintf(w, "%-12s %-10s %6s %10s %9s %9s %11s %7s\n",
+		"label", "scenario", "rounds", "req/s", "p50 ms", "p99 ms", "cpu µs/req", "errors")
+	for _, s := range ss {
+		cpu := "n/a"
+		if s.cpuUsPerReq >= 0 {
+			cpu = fmt.Sprintf("%.1f", s.cpuUsPerReq)
+		}
+		fmt.Fprintf(w, "%-12s %-10s %6d %10.0f %9.3f %9.3f %11s %7d\n",
+			s.label, s.scenario, s.rounds, s.rps, s.p50Ms, s.p99Ms, cpu, s.errors)
+	}
+	baseBy := map[string]summary{}
+	for _, s := range ss {
+		if s.label == base {
+			baseBy[s.scenario] = s
+		}
+	}
+	header := false
+	for _, s := range ss {
+		b, ok := baseBy[s.scenario]
+		if s.label == base || !ok {
+			continue
+		}
+		if !header {
+			fmt.Fprintf(w, "\nratios to %s (medians):\n", base)
+			header = true
+		}
+		cpu := "n/a"
+		if s.cpuUsPerReq >= 0 && b.cpuUsPerReq > 0 {
+			cpu = fmt.Sprintf("%.2fx", s.cpuUsPerReq/b.cpuUsPerReq)
+		}
+		tput := "n/a"
+		if b.rps > 0 {
+			tput = fmt.Sprintf("%.2fx", s.rps/b.rps)
+		}
+		fmt.Fprintf(w, "  %-10s %s: cpu/request %s, throughput %s\n", s.scenario, s.label, cpu, tput)
+	}
+}
