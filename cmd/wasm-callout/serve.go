@@ -2,11 +2,429 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
+	"flag"
+	"fmt"
 	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/wasm-callout/wasm-callout/abi"
+	"github.com/wasm-callout/wasm-callout/host"
+	"github.com/wasm-callout/wasm-callout/server"
 )
 
-// serve is replaced by the ext_proc server once host/ and server/ land.
+// serveConfig is the serve command's flags.
+type serveConfig struct {
+	plugin, pluginConfig, vmConfig string
+	name, rootID, vmID             string
+	instances                      int
+	memoryLimitPages               uint
+	callTimeout                    time.Duration
+	compilationCache               string
+
+	addr, tlsAddr, healthAddr string
+	cert, key, clientCA       string
+	shutdownTimeout           time.Duration
+
+	failurePolicy string
+	failureStatus uint
+
+	modeOverride      bool
+	metadataNamespace string
+	allowRouting      bool
+	allowEnvoy        bool
+
+	logLevel, logFormat string
+}
+
+func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
+	c := &serveConfig{}
+	fs := flag.NewFlagSet("wasm-callout", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "Usage: wasm-callout [serve] --plugin PLUGIN.wasm [flags]\n"+
+			"       wasm-callout build [flags] DIR   (see wasm-callout build -h)\n\n"+
+			"Serves a proxy-wasm plugin as an Envoy ext_proc (envoy.service.ext_proc.v3.ExternalProcessor) gRPC service.\n\nFlags:")
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&c.plugin, "plugin", "", "path of the proxy-wasm plugin (.wasm) to serve (required)")
+	fs.StringVar(&c.pluginConfig, "plugin-config", "", "plugin configuration (proxy_on_configure): a string, or @FILE to read it from FILE")
+	fs.StringVar(&c.vmConfig, "vm-config", "", "VM configuration (proxy_on_vm_start): a string, or @FILE")
+	fs.StringVar(&c.name, "name", "", "plugin name (property plugin_name); default: the plugin file name without .wasm")
+	fs.StringVar(&c.rootID, "root-id", "", "root context id (property plugin_root_id)")
+	fs.StringVar(&c.vmID, "vm-id", "", "VM id, which keys shared data and queues (property plugin_vm_id)")
+	fs.IntVar(&c.instances, "instances", 0, "plugin instances (each runs one call at a time); 0 means GOMAXPROCS")
+	fs.UintVar(&c.memoryLimitPages, "memory-limit-pages", host.DefaultMemoryLimitPages, "memory limit of each instance, in 64 KiB pages")
+	fs.DurationVar(&c.callTimeout, "call-timeout", host.DefaultCallTimeout, "longest a single plugin callback may run before its instance is failed")
+	fs.StringVar(&c.compilationCache, "compilation-cache", "", "directory caching compiled plugin code across restarts (empty: none)")
+	fs.StringVar(&c.addr, "addr", ":8080", "plaintext gRPC listen address (empty disables)")
+	fs.StringVar(&c.tlsAddr, "tls-addr", ":8443", "TLS gRPC listen address, enabled when --cert and --key are given (empty disables)")
+	fs.StringVar(&c.cert, "cert", "", "TLS certificate chain (PEM); reloaded when the file changes")
+	fs.StringVar(&c.key, "key", "", "TLS private key (PEM); reloaded when the file changes")
+	fs.StringVar(&c.clientCA, "client-ca", "", "CA bundle (PEM) that client certificates must chain to; turns on mutual TLS")
+	fs.StringVar(&c.healthAddr, "health-addr", ":8000", "HTTP health address: /healthz (live) and /readyz (ready) (empty disables)")
+	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 15*time.Second, "on SIGINT/SIGTERM, how long open streams may finish before they are cut")
+	fs.StringVar(&c.failurePolicy, "failure-policy", "fail-closed", "when the plugin fails (trap, timeout, memory) or has no healthy instance: "+
+		"fail-closed answers with --failure-status, fail-open lets the request continue without the plugin")
+	fs.UintVar(&c.failureStatus, "failure-status", 500, "HTTP status of the fail-closed response")
+	fs.BoolVar(&c.modeOverride, "mode-override", true, "ask Envoy (mode_override) for BUFFERED bodies when the plugin has body callbacks "+
+		"and the body mode is NONE; Envoy honours it with allow_mode_override: true")
+	fs.StringVar(&c.metadataNamespace, "metadata-namespace", server.DefaultMetadataNamespace, "dynamic metadata namespace of the plugin's proxy_set_property writes "+
+		"(list it in the filter's metadata_options.receiving_namespaces)")
+	fs.BoolVar(&c.allowRouting, "allow-routing-mutations", false, "send changes to host, :authority, :scheme and :method (only if the filter's mutation_rules.allow_all_routing is true)")
+	fs.BoolVar(&c.allowEnvoy, "allow-envoy-mutations", false, "send changes to x-envoy-* headers (only if the filter's mutation_rules.allow_envoy is true)")
+	fs.StringVar(&c.logLevel, "log-level", "info", "log level: trace, debug, info, warn or error (plugin log levels map onto these)")
+	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
+	return fs, c
+}
+
+// serve runs the ext_proc server until ctx is cancelled. It prints one
+// "wasm-callout: listening KIND ADDR" line per listener to stdout (KIND is
+// grpc, grpc-tls or health) once it accepts connections there.
 func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return errors.New("serve: not wired yet")
+	if len(args) > 0 && args[0] == "serve" {
+		args = args[1:]
+	}
+	fs, c := serveFlags(stderr)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q (flags only)", fs.Arg(0))
+	}
+	hc, err := c.hostConfig()
+	if err != nil {
+		return err
+	}
+	logger, err := newLogger(stderr, c.logLevel, c.logFormat)
+	if err != nil {
+		return err
+	}
+	hc.Logger = logger
+	tlsConf, err := c.tlsConfig()
+	if err != nil {
+		return err
+	}
+
+	// Liveness answers while the plugin loads; readiness once it serves.
+	var srvp atomic.Pointer[server.Server]
+	var healthSrv *http.Server
+	if c.healthAddr != "" {
+		lis, err := net.Listen("tcp", c.healthAddr)
+		if err != nil {
+			return fmt.Errorf("health listener: %w", err)
+		}
+		healthSrv = &http.Server{Handler: healthHandler(&srvp), ReadHeaderTimeout: 5 * time.Second}
+		go healthSrv.Serve(lis)
+		defer healthSrv.Close()
+		listening(stdout, logger, "health", lis.Addr())
+	}
+
+	wasm, err := os.ReadFile(c.plugin)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	plugin, err := host.Load(ctx, wasm, hc)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil // cancelled while loading
+		}
+		return fmt.Errorf("loading %s: %w", c.plugin, err)
+	}
+	defer plugin.Close(context.Background())
+	info := plugin.Info()
+	logger.Info("plugin loaded", "plugin", hc.Name, "path", c.plugin, "abi", info.ABI, "toolchain", info.Toolchain,
+		"instances", plugin.Stats().Instances, "failure_policy", hc.FailurePolicy, "took", time.Since(start).Round(time.Millisecond))
+
+	srv, err := server.New(server.Options{
+		Plugin:              plugin,
+		Logger:              logger,
+		DisableModeOverride: !c.modeOverride,
+		MetadataNamespace:   c.metadataNamespace,
+		MutationRules:       server.MutationRules{AllowAllRouting: c.allowRouting, AllowEnvoy: c.allowEnvoy},
+	})
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+
+	var servers []*grpc.Server
+	errc := make(chan error, 2)
+	listen := func(kind, addr string, opts ...grpc.ServerOption) error {
+		lis, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("%s listener: %w", kind, err)
+		}
+		g := grpc.NewServer(append(server.GRPCServerOptions(), opts...)...)
+		srv.Register(g)
+		servers = append(servers, g)
+		go func() {
+			if err := g.Serve(lis); err != nil {
+				errc <- fmt.Errorf("%s server: %w", kind, err)
+			}
+		}()
+		listening(stdout, logger, kind, lis.Addr())
+		return nil
+	}
+	stopAll := func() {
+		for _, g := range servers {
+			g.Stop()
+		}
+	}
+	if c.addr != "" {
+		if err := listen("grpc", c.addr); err != nil {
+			return err
+		}
+	}
+	if tlsConf != nil && c.tlsAddr != "" {
+		if err := listen("grpc-tls", c.tlsAddr, grpc.Creds(credentials.NewTLS(tlsConf))); err != nil {
+			stopAll()
+			return err
+		}
+	}
+	if len(servers) == 0 {
+		return errors.New("no gRPC listener: set --addr, or --tls-addr with --cert and --key")
+	}
+	srvp.Store(srv)
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+		logger.Info("shutting down", "timeout", c.shutdownTimeout)
+	case serveErr = <-errc:
+		logger.Error("gRPC server failed; shutting down", "err", serveErr)
+	}
+	srv.Drain()
+	gracefulStop(servers, c.shutdownTimeout, logger)
+	return serveErr
+}
+
+// gracefulStop lets open streams finish for up to timeout, then cuts them.
+func gracefulStop(servers []*grpc.Server, timeout time.Duration, logger *slog.Logger) {
+	var wg sync.WaitGroup
+	for _, g := range servers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			g.GracefulStop()
+		}()
+	}
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(timeout):
+		logger.Warn("streams still open after the shutdown timeout; closing them")
+		for _, g := range servers {
+			g.Stop()
+		}
+		<-done
+	}
+}
+
+func listening(stdout io.Writer, logger *slog.Logger, kind string, addr net.Addr) {
+	fmt.Fprintf(stdout, "wasm-callout: listening %s %s\n", kind, addr)
+	logger.Info("listening", "kind", kind, "addr", addr.String())
+}
+
+// healthHandler serves /healthz (200 while the process runs) and /readyz
+// (200 once the plugin's pool is started, while an instance is healthy and
+// until shutdown begins).
+func healthHandler(srv *atomic.Pointer[server.Server]) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if s := srv.Load(); s != nil && s.Ready() {
+			io.WriteString(w, "ready\n")
+			return
+		}
+		http.Error(w, "not ready", http.StatusServiceUnavailable)
+	})
+	return mux
+}
+
+func (c *serveConfig) hostConfig() (host.Config, error) {
+	if c.plugin == "" {
+		return host.Config{}, errors.New("--plugin is required")
+	}
+	var hc host.Config
+	switch c.failurePolicy {
+	case "fail-closed":
+		hc.FailurePolicy = host.FailClosed
+	case "fail-open":
+		hc.FailurePolicy = host.FailOpen
+	default:
+		return hc, fmt.Errorf("--failure-policy %q: want fail-closed or fail-open", c.failurePolicy)
+	}
+	if c.failureStatus < 200 || c.failureStatus > 599 {
+		return hc, fmt.Errorf("--failure-status %d: want an HTTP status from 200 to 599", c.failureStatus)
+	}
+	if c.instances < 0 {
+		return hc, fmt.Errorf("--instances %d: want 0 (GOMAXPROCS) or more", c.instances)
+	}
+	if c.memoryLimitPages == 0 || c.memoryLimitPages > 65536 {
+		return hc, fmt.Errorf("--memory-limit-pages %d: want 1 to 65536", c.memoryLimitPages)
+	}
+	if c.callTimeout <= 0 {
+		return hc, fmt.Errorf("--call-timeout %v: want a positive duration", c.callTimeout)
+	}
+	pluginConfig, err := stringOrFile("--plugin-config", c.pluginConfig)
+	if err != nil {
+		return hc, err
+	}
+	vmConfig, err := stringOrFile("--vm-config", c.vmConfig)
+	if err != nil {
+		return hc, err
+	}
+	hc.Name = c.name
+	if hc.Name == "" {
+		hc.Name = strings.TrimSuffix(filepath.Base(c.plugin), ".wasm")
+	}
+	hc.RootID, hc.VMID = c.rootID, c.vmID
+	hc.PluginConfig, hc.VMConfig = pluginConfig, vmConfig
+	hc.Instances = c.instances
+	hc.MemoryLimitPages = uint32(c.memoryLimitPages)
+	hc.CallTimeout = c.callTimeout
+	hc.CompilationCacheDir = c.compilationCache
+	hc.FailStatus = uint32(c.failureStatus)
+	return hc, nil
+}
+
+// stringOrFile returns v, or the contents of the file v names after '@'.
+func stringOrFile(flagName, v string) ([]byte, error) {
+	if name, ok := strings.CutPrefix(v, "@"); ok {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", flagName, err)
+		}
+		return b, nil
+	}
+	if v == "" {
+		return nil, nil
+	}
+	return []byte(v), nil
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var l slog.Level
+	switch level {
+	case "trace":
+		l = host.LogLevelToSlog(abi.LogTrace)
+	case "debug":
+		l = slog.LevelDebug
+	case "info":
+		l = slog.LevelInfo
+	case "warn":
+		l = slog.LevelWarn
+	case "error":
+		l = slog.LevelError
+	default:
+		return nil, fmt.Errorf("--log-level %q: want trace, debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: l}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}
+
+// tlsConfig builds the TLS server configuration, or nil without --cert.
+func (c *serveConfig) tlsConfig() (*tls.Config, error) {
+	if c.cert == "" && c.key == "" {
+		if c.clientCA != "" {
+			return nil, errors.New("--client-ca needs --cert and --key")
+		}
+		return nil, nil
+	}
+	if c.cert == "" || c.key == "" {
+		return nil, errors.New("--cert and --key go together")
+	}
+	kp := &keyPair{cert: c.cert, key: c.key}
+	if _, err := kp.get(); err != nil {
+		return nil, err
+	}
+	conf := &tls.Config{
+		MinVersion:     tls.VersionTLS12,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return kp.get() },
+	}
+	if c.clientCA != "" {
+		pem, err := os.ReadFile(c.clientCA)
+		if err != nil {
+			return nil, fmt.Errorf("--client-ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--client-ca %s: no PEM certificate found", c.clientCA)
+		}
+		conf.ClientCAs = pool
+		conf.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return conf, nil
+}
+
+// keyPair serves a certificate and key from files, reloading them when
+// either file's modification time changes (certificate rotation without a
+// restart). A reload that fails keeps the previous pair.
+type keyPair struct {
+	cert, key string
+
+	mu         sync.Mutex
+	cur        *tls.Certificate
+	certMod    time.Time
+	keyMod     time.Time
+	lastChecks time.Time
+}
+
+func (k *keyPair) get() (*tls.Certificate, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.cur != nil && time.Since(k.lastChecks) < time.Second {
+		return k.cur, nil
+	}
+	k.lastChecks = time.Now()
+	ci, err1 := os.Stat(k.cert)
+	ki, err2 := os.Stat(k.key)
+	if err := errors.Join(err1, err2); err != nil {
+		if k.cur != nil {
+			return k.cur, nil
+		}
+		return nil, fmt.Errorf("TLS key pair: %w", err)
+	}
+	if k.cur != nil && ci.ModTime().Equal(k.certMod) && ki.ModTime().Equal(k.keyMod) {
+		return k.cur, nil
+	}
+	pair, err := tls.LoadX509KeyPair(k.cert, k.key)
+	if err != nil {
+		if k.cur != nil {
+			return k.cur, nil
+		}
+		return nil, fmt.Errorf("TLS key pair: %w", err)
+	}
+	k.cur, k.certMod, k.keyMod = &pair, ci.ModTime(), ki.ModTime()
+	return k.cur, nil
 }

@@ -1,0 +1,251 @@
+package server
+
+import (
+	"errors"
+	"log/slog"
+	"math"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/wasm-callout/wasm-callout/abi"
+	"github.com/wasm-callout/wasm-callout/host"
+)
+
+// gRPC transport limits for an ext_proc server (see GRPCServerOptions).
+const (
+	// MaxMessageSize bounds one ProcessingRequest or ProcessingResponse.
+	// A BUFFERED body arrives in a single message, so the 4 MiB gRPC
+	// default would refuse bodies Envoy accepts; 64 MiB leaves room for
+	// 16 MiB bodies with headroom.
+	MaxMessageSize = 64 << 20
+	// MaxConcurrentStreams is the HTTP/2 stream limit per connection.
+	// Envoy multiplexes one stream per HTTP request over few connections.
+	MaxConcurrentStreams = math.MaxUint32
+	// KeepaliveMinTime is the shortest client keepalive ping interval
+	// accepted; grpc-go's default (5 min) answers Envoy clusters that ping
+	// more often with GOAWAY too_many_pings.
+	KeepaliveMinTime = 10 * time.Second
+)
+
+// ServiceName is the fully qualified name of the ext_proc service, as the
+// gRPC health service knows it.
+const ServiceName = "envoy.service.ext_proc.v3.ExternalProcessor"
+
+// GRPCServerOptions returns the grpc.ServerOptions an ext_proc server
+// needs: message size limits that fit buffered bodies, a large stream
+// limit and permissive keepalive enforcement. Add credentials as needed.
+func GRPCServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(MaxMessageSize),
+		grpc.MaxSendMsgSize(MaxMessageSize),
+		grpc.MaxConcurrentStreams(MaxConcurrentStreams),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+			MinTime:             KeepaliveMinTime,
+			PermitWithoutStream: true,
+		}),
+	}
+}
+
+// Options configure a Server. Only Plugin is required.
+type Options struct {
+	// Plugin runs every stream. Its failure policy and fail status
+	// (host.Config) also apply when no instance is available.
+	Plugin *host.Plugin
+	// Logger receives the server's logs; nil means slog.Default().
+	Logger *slog.Logger
+
+	// DisableModeOverride stops the server from asking Envoy, in the first
+	// headers response, to send the bodies the plugin wants: when the
+	// plugin exports proxy_on_request_body or proxy_on_response_body and
+	// protocol_config says that direction's body mode is NONE, the server
+	// sets mode_override with that body mode BUFFERED. Envoy honours it
+	// only with allow_mode_override: true (and allowed_override_modes, if
+	// set, listing the resulting mode); otherwise it is ignored.
+	DisableModeOverride bool
+
+	// MetadataNamespace is the dynamic_metadata namespace of the plugin's
+	// proxy_set_property writes; empty means DefaultMetadataNamespace.
+	MetadataNamespace string
+
+	// MutationRules must match the Envoy filter's mutation_rules; the
+	// zero value is Envoy's default.
+	MutationRules MutationRules
+
+	// CloseStatus is the HTTP status of the immediate response that stands
+	// for the plugin's proxy_close_stream (ext_proc cannot reset the
+	// downstream stream); 0 means 503.
+	CloseStatus uint32
+
+	// HealthInterval is how often the gRPC health status follows the
+	// plugin's pool; 0 means one second.
+	HealthInterval time.Duration
+}
+
+// Stats count what the server has done since it started.
+type Stats struct {
+	StreamsStarted int64 // Process calls
+	StreamsActive  int64 // Process calls running now
+	// ProtocolErrors counts streams ended with InvalidArgument or
+	// FailedPrecondition because of a malformed or out-of-order message.
+	ProtocolErrors     int64
+	MessagesReceived   int64
+	ResponsesSent      int64
+	ImmediateResponses int64 // local responses sent (plugin, failure or close)
+	// PluginFailures counts streams whose plugin failed (trap, timeout,
+	// memory) or had no healthy instance.
+	PluginFailures int64
+	// DroppedMutations counts header changes not sent because Envoy would
+	// reject or ignore them, or because they could no longer be delivered
+	// (made after Envoy forwarded the headers).
+	DroppedMutations int64
+	// DuplicateEOS counts FULL_DUPLEX_STREAMED body messages ignored
+	// because they repeated an end of stream (envoyproxy/envoy#46237).
+	DuplicateEOS int64
+	// LostBodyBytes counts body bytes the plugin held (paused) in STREAMED
+	// mode that ext_proc could not deliver.
+	LostBodyBytes int64
+}
+
+type counters struct {
+	streamsStarted, streamsActive, protocolErrors  atomic.Int64
+	messagesReceived, responsesSent, immediate     atomic.Int64
+	pluginFailures, droppedMutations, duplicateEOS atomic.Int64
+	lostBodyBytes                                  atomic.Int64
+}
+
+// Server is the ext_proc service: every Process stream runs through one
+// host.HTTPStream of the plugin. It also serves the gRPC health service
+// and reflection (see Register). It is safe for concurrent use.
+type Server struct {
+	extprocv3.UnimplementedExternalProcessorServer
+
+	opts   Options
+	plugin *host.Plugin
+	log    *slog.Logger
+	health *health.Server
+
+	// wantBody says, per direction, whether the plugin exports the body
+	// callback (for mode_override).
+	wantBody [2]bool
+
+	draining atomic.Bool
+	stats    counters
+
+	stopOnce sync.Once
+	stop     chan struct{}
+	wg       sync.WaitGroup
+}
+
+// New returns a Server for opts. It starts a goroutine that keeps the
+// health status current; Close stops it.
+func New(opts Options) (*Server, error) {
+	if opts.Plugin == nil {
+		return nil, errors.New("server: no plugin")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.MetadataNamespace == "" {
+		opts.MetadataNamespace = DefaultMetadataNamespace
+	}
+	if opts.CloseStatus == 0 {
+		opts.CloseStatus = 503
+	}
+	if opts.HealthInterval <= 0 {
+		opts.HealthInterval = time.Second
+	}
+	s := &Server{
+		opts:   opts,
+		plugin: opts.Plugin,
+		log:    opts.Logger,
+		health: health.NewServer(),
+		stop:   make(chan struct{}),
+	}
+	cbs := opts.Plugin.Info().Callbacks
+	s.wantBody[abi.StreamHTTPRequest] = slices.Contains(cbs, abi.OnRequestBody)
+	s.wantBody[abi.StreamHTTPResponse] = slices.Contains(cbs, abi.OnResponseBody)
+	s.updateHealth()
+	s.wg.Add(1)
+	go s.watchHealth()
+	return s, nil
+}
+
+// Register adds the ext_proc service, the gRPC health service (answering
+// for "" and ServiceName) and server reflection to g.
+func (s *Server) Register(g *grpc.Server) {
+	extprocv3.RegisterExternalProcessorServer(g, s)
+	healthpb.RegisterHealthServer(g, s.health)
+	reflection.Register(g)
+}
+
+// Ready reports whether the server should receive traffic: it is not
+// draining and at least one plugin instance is healthy.
+func (s *Server) Ready() bool {
+	return !s.draining.Load() && s.plugin.Stats().Healthy > 0
+}
+
+// Drain marks the server not ready (HTTP readiness and gRPC health answer
+// NOT_SERVING from now on) before a graceful stop. Streams keep running.
+func (s *Server) Drain() {
+	s.draining.Store(true)
+	s.health.Shutdown()
+}
+
+// Close stops the health goroutine and marks the server not serving. It
+// does not stop gRPC servers or close the plugin; their owner does.
+func (s *Server) Close() {
+	s.Drain()
+	s.stopOnce.Do(func() { close(s.stop) })
+	s.wg.Wait()
+}
+
+// Stats returns the server's counters.
+func (s *Server) Stats() Stats {
+	c := &s.stats
+	return Stats{
+		StreamsStarted:     c.streamsStarted.Load(),
+		StreamsActive:      c.streamsActive.Load(),
+		ProtocolErrors:     c.protocolErrors.Load(),
+		MessagesReceived:   c.messagesReceived.Load(),
+		ResponsesSent:      c.responsesSent.Load(),
+		ImmediateResponses: c.immediate.Load(),
+		PluginFailures:     c.pluginFailures.Load(),
+		DroppedMutations:   c.droppedMutations.Load(),
+		DuplicateEOS:       c.duplicateEOS.Load(),
+		LostBodyBytes:      c.lostBodyBytes.Load(),
+	}
+}
+
+func (s *Server) watchHealth() {
+	defer s.wg.Done()
+	t := time.NewTicker(s.opts.HealthInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			s.updateHealth()
+		}
+	}
+}
+
+// updateHealth publishes Ready as the gRPC health status. After Drain the
+// health server ignores updates and stays NOT_SERVING.
+func (s *Server) updateHealth() {
+	st := healthpb.HealthCheckResponse_NOT_SERVING
+	if s.Ready() {
+		st = healthpb.HealthCheckResponse_SERVING
+	}
+	s.health.SetServingStatus("", st)
+	s.health.SetServingStatus(ServiceName, st)
+}
