@@ -32,3 +32,13 @@ clean-plugins:
 
 test: plugins
 	$(GO) test ./...
+
+## Benchmarks ------------------------------------------------------------------
+# `make bench` compares wasm-callout running plugins/bin/basic.wasm with the
+# native baseline (internal/baseline) under the same Envoy-shaped load, on
+# 127.0.0.1 only; see scripts/bench.sh for the knobs (ROUNDS, DURATION, ...).
+
+.PHONY: bench
+
+bench:
+	./scripts/bench.sh
