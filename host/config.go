@@ -67,7 +67,11 @@ type Config struct {
 	// MemoryLimitPages caps each instance's memory in 64 KiB pages.
 	MemoryLimitPages uint32
 	// CallTimeout bounds every call into the plugin; a call that runs
-	// longer poisons its instance.
+	// longer poisons its instance. Zero means DefaultCallTimeout. A
+	// negative value turns deadlines off for trusted plugins: wazero then
+	// compiles no termination checks, which makes guest code several times
+	// faster (RATIONALE.md has the figures), but a plugin that loops forever
+	// hangs its instance for good.
 	CallTimeout time.Duration
 	// CompilationCacheDir, when set, keeps compiled code on disk so a
 	// restart or a reload of the same .wasm skips compilation.
@@ -101,7 +105,7 @@ func (c Config) withDefaults() Config {
 	if c.MemoryLimitPages == 0 {
 		c.MemoryLimitPages = DefaultMemoryLimitPages
 	}
-	if c.CallTimeout <= 0 {
+	if c.CallTimeout == 0 {
 		c.CallTimeout = DefaultCallTimeout
 	}
 	if c.FailStatus == 0 {

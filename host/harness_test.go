@@ -30,16 +30,11 @@ func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard
 // loadFile loads a fixture (testdata/NAME.wasm) or a Go plugin ("plugin:NAME").
 func loadFile(t testing.TB, name string, cfg Config) *Plugin {
 	t.Helper()
-	var path string
+	path := filepath.Join("testdata", name+".wasm")
 	if p, ok := strings.CutPrefix(name, "plugin:"); ok {
-		path = testplugins.Path(t, p)
-	} else {
-		path = filepath.Join("testdata", name+".wasm")
+		path = pluginPath(t, p)
 	}
-	wasm, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	wasm := mustRead(t, path)
 	if cfg.Logger == nil {
 		cfg.Logger = quietLogger()
 	}
@@ -52,6 +47,18 @@ func loadFile(t testing.TB, name string, cfg Config) *Plugin {
 	}
 	t.Cleanup(func() { p.Close(context.Background()) })
 	return p
+}
+
+// pluginPath builds plugins/NAME if needed and returns its .wasm.
+func pluginPath(t testing.TB, name string) string { return testplugins.Path(t, name) }
+
+func mustRead(t testing.TB, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 // hostcallWAT is the fixture for one env function: `call` forwards its
@@ -269,11 +276,13 @@ type tracer struct {
 }
 
 func (tr *tracer) NewFunctionListener(def api.FunctionDefinition) experimental.FunctionListener {
-	mod, name, isImport := def.Import()
+	if _, _, isImport := def.Import(); isImport {
+		return nil // traced where it is defined
+	}
 	switch {
-	case isImport && mod == abi.ModuleEnv:
-		return traceListener{tr: tr, name: name}
-	case !isImport && len(def.ExportNames()) > 0:
+	case def.ModuleName() == abi.ModuleEnv && len(def.ExportNames()) > 0:
+		return traceListener{tr: tr, name: def.ExportNames()[0]}
+	case len(def.ExportNames()) > 0:
 		if n := def.ExportNames()[0]; strings.HasPrefix(n, "proxy_on_") && n != abi.FuncMemoryAllocate {
 			return traceListener{tr: tr, name: "→" + n}
 		}

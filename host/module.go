@@ -109,7 +109,7 @@ func Inspect(ctx context.Context, wasm []byte) (*Info, error) {
 // info so callers can report, and must be closed by them.
 func compile(ctx context.Context, wasm []byte, cfg Config, cache wazero.CompilationCache) (*compiled, error) {
 	rc := wazero.NewRuntimeConfig().
-		WithCloseOnContextDone(true).
+		WithCloseOnContextDone(cfg.CallTimeout > 0).
 		WithMemoryLimitPages(cfg.MemoryLimitPages).
 		WithCustomSections(true)
 	if cache != nil {

@@ -120,8 +120,10 @@ func (pl *pool) start(ctx context.Context) error {
 		}
 		pl.slots[i] = in
 	}
-	pl.wg.Add(1)
-	go pl.watchdog()
+	if pl.p.cfg.CallTimeout > 0 {
+		pl.wg.Add(1)
+		go pl.watchdog()
+	}
 	return nil
 }
 

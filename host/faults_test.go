@@ -1,0 +1,167 @@
+package host
+
+import (
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/wasm-callout/wasm-callout/abi"
+)
+
+// waitFor polls cond until it holds or a generous bound passes. It is for
+// waiting on background work (a replacement instance), never for timing.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A plugin that traps, loops, eats memory or exits poisons only its own
+// instance: its streams get the failure policy, a fresh instance replaces
+// it, and streams on the other instance keep working throughout.
+func TestFaultContainment(t *testing.T) {
+	tests := []struct {
+		fault   string
+		plugin  string
+		cause   string
+		timeout time.Duration
+	}{
+		{"trap", "faults", "unreachable", 0},
+		{"loop", "faults", ErrCallTimeout.Error(), 200 * time.Millisecond},
+		{"oom", "faults", "unreachable", 0},
+		{"exit", "faults", "exit_code(3)", 0},
+		{"trap", "plugin:testbed", "runtime.gopanic", 0},
+		{"loop", "plugin:testbed", ErrCallTimeout.Error(), 300 * time.Millisecond},
+		{"oom", "plugin:testbed", "", 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.plugin+"/"+tc.fault, func(t *testing.T) {
+			for _, policy := range []FailurePolicy{FailClosed, FailOpen} {
+				p := loadFile(t, tc.plugin, Config{Instances: 2, CallTimeout: tc.timeout, FailurePolicy: policy, MemoryLimitPages: 512})
+				checkContained(t, p, tc.fault, tc.cause, policy)
+			}
+		})
+	}
+}
+
+func faultHeaders(fault string) []abi.Pair {
+	return kv(":path", "/", ":method", "GET", "x-fault", fault, "x-testbed", fault)
+}
+
+func checkContained(t *testing.T, p *Plugin, fault, cause string, policy FailurePolicy) {
+	t.Helper()
+	// A paused stream on the same instance as the faulty one, and a
+	// healthy stream on the other instance.
+	bystander, _ := p.NewHTTPStream(nil)
+	defer bystander.Close()
+	bad, _ := p.NewHTTPStream(nil)
+	defer bad.Close()
+	other, _ := p.NewHTTPStream(nil)
+	defer other.Close()
+	if bystander.in != other.in {
+		bystander, other = other, bystander
+	}
+	if bad.in == other.in {
+		t.Fatal("streams were not spread over the pool")
+	}
+
+	r := bad.RequestHeaders(faultHeaders(fault), true)
+	if r.Failure == nil || (cause != "" && !strings.Contains(r.Failure.Error(), cause)) {
+		t.Fatalf("failure = %v, want one mentioning %q", r.Failure, cause)
+	}
+	switch policy {
+	case FailClosed:
+		if r.LocalResponse == nil || r.LocalResponse.Status != DefaultFailStatus || r.LocalResponse.Details != "wasm_fail_stream" {
+			t.Fatalf("fail-closed result = %+v", r)
+		}
+	case FailOpen:
+		if r.Action != abi.ActionContinue || r.LocalResponse != nil {
+			t.Fatalf("fail-open result = %+v", r)
+		}
+		// The plugin is skipped for the rest of the stream.
+		if r := bad.RequestBody([]byte("x"), true); r.Action != abi.ActionContinue || string(r.Body) != "x" {
+			t.Fatalf("after fail-open: %+v", r)
+		}
+	}
+	// A stream pinned to the failed instance hears about it.
+	if bystander.in == bad.in {
+		<-bystander.Notify()
+		ev := bystander.TakeEvents()
+		if len(ev) != 1 || ev[0].Kind != EventFailed || !errors.Is(ev[0].Result.Failure, bad.failed) && ev[0].Result.Failure == nil {
+			t.Fatalf("bystander events = %+v", ev)
+		}
+	}
+	// The other instance serves on.
+	if r := other.RequestHeaders(kv(":path", "/", "x-fault", "none"), true); r.Failure != nil || r.Action != abi.ActionContinue {
+		t.Fatalf("healthy instance: %+v", r)
+	}
+	// The failed instance is replaced, and new streams work.
+	waitFor(t, "a replacement instance", func() bool { s := p.Stats(); return s.Replaced >= 1 && s.Healthy == 2 })
+	for i := 0; i < 4; i++ {
+		s, err := p.NewHTTPStream(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := s.RequestHeaders(kv(":path", "/", "x-fault", "none"), true); r.Failure != nil {
+			t.Fatalf("after replacement: %+v", r)
+		}
+		s.Close()
+	}
+}
+
+// A stream whose instance failed still ends cleanly, and the host never
+// calls into the dead instance again.
+func TestCloseAfterFailure(t *testing.T) {
+	p := loadFile(t, "faults", Config{Instances: 1})
+	s, _ := p.NewHTTPStream(nil)
+	s.RequestHeaders(faultHeaders("trap"), true)
+	s.Close()
+	if got := p.Stats().LiveStreams; got != 0 {
+		t.Errorf("live streams = %d", got)
+	}
+	waitFor(t, "replacement", func() bool { return p.Stats().Healthy == 1 })
+}
+
+// Many goroutines hit faults while others stream: nothing panics, races
+// or deadlocks, and every healthy request succeeds.
+func TestFaultHammer(t *testing.T) {
+	p := loadFile(t, "faults", Config{Instances: 2, CallTimeout: 100 * time.Millisecond})
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var unexpected []string
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 40; i++ {
+				s, err := p.NewHTTPStream(nil)
+				if err != nil {
+					continue // every instance is being replaced: ErrNoInstance
+				}
+				fault := "none"
+				if g == 0 && i%10 == 0 {
+					fault = "trap"
+				}
+				r := s.RequestHeaders(faultHeaders(fault), true)
+				if fault == "none" && r.Failure == nil && r.Action != abi.ActionContinue {
+					mu.Lock()
+					unexpected = append(unexpected, "unexpected action")
+					mu.Unlock()
+				}
+				s.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	if len(unexpected) > 0 {
+		t.Fatal(unexpected)
+	}
+	waitFor(t, "a healthy pool", func() bool { return p.Stats().Healthy == 2 })
+}
