@@ -246,6 +246,9 @@ func (st *stream) close() {
 		return
 	}
 	for _, d := range st.dirs {
+		if st.finished || st.failed {
+			break // the response was replaced, or the plugin is gone
+		}
 		if b, _ := st.hs.TakeBody(d.typ); len(b)+len(d.released) > 0 && d.ended && d.blocked == phaseNone {
 			n := len(b) + len(d.released)
 			st.srv.stats.lostBodyBytes.Add(int64(n))
@@ -766,7 +769,7 @@ func (st *stream) answerTrailers(d *direction) error {
 	if b, _ := st.takeBody(d); len(b) > 0 {
 		held = append(held, b...)
 	}
-	if len(held) > 0 {
+	if len(held) > 0 && !st.observability {
 		if d.bodyMode() != modeFullDuplex {
 			return st.undeliverable(d, len(held))
 		}

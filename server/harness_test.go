@@ -1,0 +1,140 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/wasm-callout/wasm-callout/host"
+	"github.com/wasm-callout/wasm-callout/internal/testplugins"
+	"github.com/wasm-callout/wasm-callout/server/envoytest"
+)
+
+// Loading a Go plugin compiles ~3 MB of wasm (1-2 s), so each plugin
+// configuration is loaded once per test binary and shared; a compilation
+// cache makes the second configuration of the same module cheap.
+
+type pluginKey struct {
+	name   string
+	policy host.FailurePolicy
+	config string
+}
+
+var (
+	pluginsMu sync.Mutex
+	plugins   = map[pluginKey]*host.Plugin{}
+	cacheDir  string
+)
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "server-test-cache")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	cacheDir = dir
+	code := m.Run()
+	pluginsMu.Lock()
+	for _, p := range plugins {
+		p.Close(context.Background())
+	}
+	pluginsMu.Unlock()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// testLogger discards logs unless -v is given and WASM_CALLOUT_TEST_LOG is
+// set.
+func testLogger() *slog.Logger {
+	if os.Getenv("WASM_CALLOUT_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// plugin returns the shared plugin: "edge" is testdata/edge.wasm, any other
+// name a Go plugin from plugins/. The fail status is 500, the server's
+// flag default.
+func plugin(t testing.TB, name string, policy host.FailurePolicy, config string) *host.Plugin {
+	t.Helper()
+	k := pluginKey{name, policy, config}
+	pluginsMu.Lock()
+	defer pluginsMu.Unlock()
+	if p := plugins[k]; p != nil {
+		return p
+	}
+	path := filepath.Join("testdata", "edge.wasm")
+	if name != "edge" {
+		path = testplugins.Path(t, name)
+	}
+	wasm, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := host.Load(context.Background(), wasm, host.Config{
+		Name: name, RootID: "root-" + name, VMID: "vm-" + name,
+		PluginConfig: []byte(config), Instances: 2, FailurePolicy: policy, FailStatus: 500,
+		CompilationCacheDir: cacheDir, Logger: testLogger(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plugins[k] = p
+	return p
+}
+
+// harness is a Server on a loopback gRPC listener.
+type harness struct {
+	srv  *Server
+	conn *grpc.ClientConn
+	addr string
+}
+
+func start(t testing.TB, opts Options) *harness {
+	t.Helper()
+	if opts.Logger == nil {
+		opts.Logger = testLogger()
+	}
+	srv, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer(GRPCServerOptions()...)
+	srv.Register(g)
+	go g.Serve(lis)
+	conn, err := envoytest.Dial(lis.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		conn.Close()
+		g.Stop()
+		srv.Close()
+	})
+	return &harness{srv: srv, conn: conn, addr: lis.Addr().String()}
+}
+
+// do plays one exchange through the emulated Envoy.
+func (h *harness) do(t testing.TB, cfg envoytest.Config, req *envoytest.Request) *envoytest.Result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	res, err := envoytest.Do(ctx, h.conn, cfg, req)
+	if err != nil {
+		t.Fatalf("envoytest.Do: %v", err)
+	}
+	return res
+}
