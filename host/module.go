@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
 	"strings"
 
 	"github.com/tetratelabs/wazero"
@@ -361,19 +360,6 @@ var servedWASI = map[string]bool{
 	"clock_res_get": true, "clock_time_get": true, "fd_write": true, "fd_fdstat_get": true,
 	"fd_prestat_get": true, "poll_oneoff": true, "proc_exit": true, "random_get": true,
 	"sched_yield": true,
-}
-
-// sortedImports returns imports sorted by module then name, for stable
-// diagnostics.
-func sortedImports(imps []Import) []Import {
-	out := append([]Import(nil), imps...)
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].Module != out[j].Module {
-			return out[i].Module < out[j].Module
-		}
-		return out[i].Name < out[j].Name
-	})
-	return out
 }
 
 var errClosed = errors.New("plugin closed")

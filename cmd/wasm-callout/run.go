@@ -14,6 +14,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		switch args[0] {
 		case "build":
 			return gobuild.Run(ctx, args[1:], stdout, stderr)
+		case "inspect":
+			return inspect(ctx, args[1:], stdout, stderr)
 		}
 	}
 	return serve(ctx, args, stdout, stderr)

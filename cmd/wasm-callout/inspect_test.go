@@ -1,0 +1,45 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/wasm-callout/wasm-callout/internal/testplugins"
+)
+
+func TestInspect(t *testing.T) {
+	tests := []struct {
+		name    string
+		path    string
+		wantErr string
+		want    []string
+	}{
+		{name: "basic", path: testplugins.Path(t, "basic"), want: []string{
+			"toolchain:  Go (gc, wasip1 c-shared)", "abi:        0.2.0", "allocator:  proxy_on_memory_allocate",
+			"entry:      [_initialize]", "served  env.proxy_add_header_map_value", "proxy_on_response_headers",
+		}},
+		{name: "stub imports", path: "../../host/testdata/hostcalls/proxy_http_call.wasm", want: []string{"stub    env.proxy_http_call"}},
+		{name: "unknown imports", path: "../../host/testdata/bad_imports.wasm", wantErr: "unknown imports",
+			want: []string{"unknown  env.proxy_inject_encoded_data_to_filter_chain", "allocator:  none"}},
+		{name: "missing file", path: "nope.wasm", wantErr: "no such file"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			err := run(context.Background(), []string{"inspect", tc.path}, &out, &errOut)
+			if (err != nil) != (tc.wantErr != "") || (err != nil && !strings.Contains(err.Error(), tc.wantErr)) {
+				t.Fatalf("err = %v, want %q", err, tc.wantErr)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(out.String(), w) {
+					t.Errorf("output lacks %q:\n%s", w, out.String())
+				}
+			}
+		})
+	}
+	if err := run(context.Background(), []string{"inspect"}, &bytes.Buffer{}, &bytes.Buffer{}); err == nil {
+		t.Error("inspect without a file succeeded")
+	}
+}
