@@ -122,13 +122,6 @@ func newDirState(x *exchange, inbound bool, out *Message) *dirState {
 	return d
 }
 
-func (d *dirState) name() string {
-	if d.inbound {
-		return "request"
-	}
-	return "response"
-}
-
 func (d *dirState) describe() string {
 	return fmt.Sprintf("state=%v mode=%v delivered=%d/%d queued=%d sent=%v complete=%v",
 		d.cb, d.bodyMode, d.next, len(d.input), len(d.queue), d.out.Sent, d.out.Complete)
@@ -318,7 +311,8 @@ func (d *dirState) continueIfNecessary() {
 	d.paused = false
 	d.forwardHeaders()
 	d.flushBuffer()
-	if len(d.queue) > 0 || d.cb == cbBufferedBody || d.cb == cbStreamedBody || d.cb == cbBufferedPartialBody {
+	if d.bodyMode != modeNone &&
+		(len(d.queue) > 0 || d.cb == cbBufferedBody || d.cb == cbStreamedBody || d.cb == cbBufferedPartialBody) {
 		// The rest of the body is still with the processor; it is injected
 		// (with the end of stream) when the answers arrive.
 		return

@@ -922,6 +922,24 @@ func TestMutations(t *testing.T) {
 			check: func(t *testing.T, r *Result) { forwarded(t, r, "new") },
 		},
 		{
+			name: "continue_and_replace with a chunk already sent",
+			cfg: Config{ProcessingMode: &filterv3.ProcessingMode{RequestBodyMode: modeStreamed},
+				SendBodyWithoutWaitingForHeaderResponse: true},
+			req: postReq("", "old"),
+			server: serve(func(r *extprocv3.ProcessingRequest, st *srvState) []*extprocv3.ProcessingResponse {
+				switch {
+				case r.GetRequestHeaders() != nil:
+					return one(reqHeadersResp(&extprocv3.CommonResponse{Status: extprocv3.CommonResponse_CONTINUE_AND_REPLACE,
+						BodyMutation: &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_Body{Body: []byte("new")}}}))
+				case r.GetRequestBody() != nil:
+					return nil // replaced: Envoy expects no body answer
+				}
+				return cont(r, st)
+			}),
+			kinds: ">reqH >reqB(old|eos) <reqH >respH <respH envoy-close",
+			check: func(t *testing.T, r *Result) { forwarded(t, r, "new") },
+		},
+		{
 			name: "dynamic metadata receiving namespaces",
 			cfg:  Config{ReceivingNamespaces: []string{"ns.a"}},
 			req:  req(),
@@ -1139,9 +1157,9 @@ func TestTimeouts(t *testing.T) {
 		},
 		{
 			name:   "override_message_timeout extends the timer and ignores the rest",
-			cfg:    Config{MessageTimeout: 100 * time.Millisecond, MaxMessageTimeout: 10 * time.Second},
+			cfg:    Config{MessageTimeout: 500 * time.Millisecond, MaxMessageTimeout: 10 * time.Second},
 			req:    getReq(),
-			server: delayed([]*extprocv3.ProcessingResponse{ov(5 * time.Second)}, 400*time.Millisecond),
+			server: delayed([]*extprocv3.ProcessingResponse{ov(5 * time.Second)}, 1500*time.Millisecond),
 			kinds:  ">reqH <reqH <reqH >respH <respH envoy-close",
 			check: func(t *testing.T, r *Result) {
 				forwarded(t, r, "")
@@ -1167,9 +1185,9 @@ func TestTimeouts(t *testing.T) {
 		},
 		{
 			name:   "only one override per state",
-			cfg:    Config{MessageTimeout: 100 * time.Millisecond, MaxMessageTimeout: 10 * time.Second},
+			cfg:    Config{MessageTimeout: 500 * time.Millisecond, MaxMessageTimeout: 10 * time.Second},
 			req:    getReq(),
-			server: delayed([]*extprocv3.ProcessingResponse{ov(300 * time.Millisecond), ov(5 * time.Second)}, 1500*time.Millisecond),
+			server: delayed([]*extprocv3.ProcessingResponse{ov(time.Second), ov(5 * time.Second)}, 4*time.Second),
 			check: func(t *testing.T, r *Result) {
 				localReply(t, r, 504, "ext_proc_error_per-message_timeout_exceeded")
 				if r.Stats.OverrideMessageTimeoutReceived != 1 || r.Stats.OverrideMessageTimeoutIgnored != 1 {
