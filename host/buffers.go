@@ -10,18 +10,26 @@ import (
 
 // buffer returns the bytes of buffer type bt as the effective context sees
 // them now, and whether it exists. The body buffers exist (possibly empty)
-// for the whole life of an HTTP stream, as in Envoy; the plugin
+// for the whole life of an HTTP stream, and the data buffers for a TCP
+// stream's, as in Envoy; the plugin
 // configuration only during proxy_on_configure; the VM configuration
 // always. Call responses and foreign-function arguments have no buffer
 // until outbound calls are implemented. Caller has checked bt.Valid().
 func (in *instance) buffer(bt abi.BufferType) (*body, []byte, bool) {
 	switch bt {
 	case abi.BufferHTTPRequestBody, abi.BufferHTTPResponseBody:
-		s := in.activeStream()
+		s := in.activeHTTP()
 		if s == nil {
 			return nil, nil, false
 		}
 		b := &s.bodies[bt]
+		return b, b.buf, true
+	case abi.BufferDownstreamData, abi.BufferUpstreamData:
+		s := in.activeStream()
+		if s == nil || s.tcp == nil {
+			return nil, nil, false
+		}
+		b := &s.tcp.data[bt-abi.BufferDownstreamData]
 		return b, b.buf, true
 	case abi.BufferVMConfiguration:
 		return nil, in.plugin.cfg.VMConfig, true

@@ -7,9 +7,9 @@ import (
 // pluginContext is one context id of an instance: its root context, or a
 // stream.
 type pluginContext struct {
-	id   uint32
-	root bool
-	http *HTTPStream
+	id     uint32
+	root   bool
+	stream *stream // nil for the root context
 }
 
 // phase is the callback an instance is running, which decides what host
@@ -26,6 +26,8 @@ const (
 	phaseResponseHeaders
 	phaseResponseBody
 	phaseResponseTrailers
+	phaseDownstreamData
+	phaseUpstreamData
 	phaseLog
 )
 
@@ -46,7 +48,7 @@ type Result struct {
 	// a proxy_continue_stream of the same direction turns a Pause into a
 	// Continue, and a local response or a close always stops.
 	Action abi.Action
-	// Body holds, for a body callback that continued, the bytes to forward:
+	// Body holds, for a body or data callback that continued, the bytes to forward:
 	// every chunk buffered while the plugin paused plus this one, with the
 	// plugin's changes. BodyModified says whether the plugin changed them.
 	Body         []byte
@@ -54,8 +56,10 @@ type Result struct {
 	// LocalResponse is set when the plugin (or the failure policy) replies
 	// in place of the upstream.
 	LocalResponse *LocalResponse
-	// Close is set when the plugin called proxy_close_stream.
-	Close bool
+	// Close is set when the plugin called proxy_close_stream, or, on a
+	// TCP stream, sent a local response or failed closed. Reset asks for
+	// an abortive close (a local response on TCP).
+	Close, Reset bool
 	// ClearRouteCache is set when the plugin asked for route re-selection.
 	ClearRouteCache bool
 	// Failure is the plugin failure behind this result, if any. The result
@@ -92,7 +96,7 @@ type Event struct {
 // actions are the stream actions a plugin requested during a call. Envoy
 // defers them until the call returns, and so does this host.
 type actions struct {
-	continued       [2]bool // by abi.StreamHTTPRequest / StreamHTTPResponse
+	continued       [4]bool // by abi.StreamType
 	local           *LocalResponse
 	close           bool
 	clearRouteCache bool
@@ -101,7 +105,7 @@ type actions struct {
 
 // touch records that s has pending actions to deliver after the current
 // call. Caller holds mu.
-func (in *instance) touch(s *HTTPStream) *actions {
+func (in *instance) touch(s *stream) *actions {
 	if !s.acts.any {
 		s.acts.any = true
 		in.touched = append(in.touched, s)
@@ -112,7 +116,7 @@ func (in *instance) touch(s *HTTPStream) *actions {
 // flushActions delivers the actions recorded during a call: those of the
 // stream the call was for (sync) are left for its caller to fold into a
 // Result; every other stream gets events. Caller holds mu.
-func (in *instance) flushActions(sync *HTTPStream) {
+func (in *instance) flushActions(sync *stream) {
 	for _, s := range in.touched {
 		if s == sync {
 			continue
@@ -123,9 +127,9 @@ func (in *instance) flushActions(sync *HTTPStream) {
 			continue
 		}
 		switch {
-		case a.local != nil:
+		case a.local != nil && s.tcp == nil:
 			s.push(Event{Kind: EventLocalResponse, LocalResponse: a.local, ClearRouteCache: a.clearRouteCache})
-		case a.close:
+		case a.local != nil, a.close:
 			s.push(Event{Kind: EventClose})
 		default:
 			for st, c := range a.continued {
@@ -138,11 +142,19 @@ func (in *instance) flushActions(sync *HTTPStream) {
 	in.touched = in.touched[:0]
 }
 
-// activeStream is the HTTP stream host functions act on: the effective
+// activeStream is the stream host functions act on: the effective
 // context's, or nil when that is the root context.
-func (in *instance) activeStream() *HTTPStream {
+func (in *instance) activeStream() *stream {
 	if c := in.contexts[in.effective]; c != nil {
-		return c.http
+		return c.stream
+	}
+	return nil
+}
+
+// activeHTTP is the effective context's HTTP stream, or nil.
+func (in *instance) activeHTTP() *HTTPStream {
+	if s := in.activeStream(); s != nil {
+		return s.http
 	}
 	return nil
 }

@@ -165,3 +165,5 @@ func TestFaultHammer(t *testing.T) {
 	}
 	waitFor(t, "a healthy pool", func() bool { return p.Stats().Healthy == 2 })
 }
+
+var errTestFault = errors.New("test fault")

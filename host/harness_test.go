@@ -189,16 +189,34 @@ func newHostcall(t *testing.T, name string, cfg Config) *hostcall {
 	return &hostcall{t: t, p: p, in: in, call: in.mod.ExportedFunction("call")}
 }
 
-// run calls the host function with args, acting for stream s (nil: the
-// root context) during callback phase ph.
-func (h *hostcall) run(s *HTTPStream, ph phase, args ...uint64) abi.Status {
+// coreOf returns the shared stream state of an *HTTPStream or *TCPStream,
+// or nil for nil (the root context).
+func coreOf(s any) *stream {
+	switch v := s.(type) {
+	case *HTTPStream:
+		if v != nil {
+			return &v.stream
+		}
+	case *TCPStream:
+		if v != nil {
+			return &v.stream
+		}
+	}
+	return nil
+}
+
+// run calls the host function with args, acting for stream s (an
+// *HTTPStream or *TCPStream; nil for the root context) during callback
+// phase ph.
+func (h *hostcall) run(s any, ph phase, args ...uint64) abi.Status {
 	h.t.Helper()
 	in := h.in
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	in.frame, in.phase, in.effective = s, ph, in.rootID
-	if s != nil {
-		in.effective = s.id
+	cs := coreOf(s)
+	in.frame, in.phase, in.effective = cs, ph, in.rootID
+	if cs != nil {
+		in.effective = cs.id
 	}
 	res, err := in.call(h.call, args...)
 	in.frame, in.phase = nil, phaseNone

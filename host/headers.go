@@ -159,7 +159,7 @@ func lowerKey(k string) string {
 // it is not available now. Only the HTTP stream maps exist until outbound
 // calls are implemented. Caller has checked mt.Valid().
 func (in *instance) headerMap(mt abi.MapType) *HeaderMap {
-	s := in.activeStream()
+	s := in.activeHTTP()
 	if s == nil || mt > abi.MapHTTPResponseTrailers {
 		return nil
 	}

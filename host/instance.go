@@ -70,9 +70,9 @@ type instance struct {
 	contexts  map[uint32]*pluginContext
 	effective uint32        // context host functions act on
 	depth     int           // nesting of guest calls (allocations re-enter)
-	frame     *HTTPStream   // the stream whose callback is running
-	phase     phase         // which callback is running
-	touched   []*HTTPStream // streams with actions recorded in this call
+	frame     *stream   // the stream whose callback is running
+	phase     phase     // which callback is running
+	touched   []*stream // streams with actions recorded in this call
 	failed    error
 	// rootDone is set when the root context deferred its shutdown (its
 	// proxy_on_done returned false) and has since called proxy_done.
@@ -299,8 +299,8 @@ func (in *instance) fail(err error) {
 	in.plugin.cfg.Logger.Error("plugin instance failed; replacing it",
 		"plugin", in.plugin.cfg.Name, "instance", in.slot, "err", err)
 	for _, c := range in.contexts {
-		if c.http != nil {
-			c.http.instanceFailed(err)
+		if c.stream != nil {
+			c.stream.instanceFailed(err)
 		}
 	}
 	go in.plugin.pool.replace(in)

@@ -39,14 +39,16 @@ func (in *instance) property(path []string) ([]byte, bool) {
 	if canon := abi.CanonicalProperty(dotted); canon != dotted {
 		path = strings.Split(canon, ".")
 	}
-	switch path[0] {
-	case "request":
-		if v, ok := s.requestProperty(path[1:]); ok {
-			return v, true
-		}
-	case "response":
-		if v, ok := s.responseProperty(path[1:]); ok {
-			return v, true
+	if h := s.http; h != nil {
+		switch path[0] {
+		case "request":
+			if v, ok := h.requestProperty(path[1:]); ok {
+				return v, true
+			}
+		case "response":
+			if v, ok := h.responseProperty(path[1:]); ok {
+				return v, true
+			}
 		}
 	}
 	if s.props != nil {

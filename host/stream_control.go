@@ -45,10 +45,10 @@ func (in *instance) continueStream(dir abi.StreamType) abi.Status {
 	switch {
 	case dir == abi.StreamUpstream:
 		return abi.StatusUnimplemented // Envoy cannot resume upstream data either.
-	case dir > abi.StreamUpstream:
+	case dir > abi.StreamUpstream, s == nil:
 		return abi.StatusBadArgument
-	case s == nil || dir > abi.StreamHTTPResponse:
-		return abi.StatusBadArgument // no HTTP stream here; TCP comes with network_ext_proc.
+	case s.http != nil && dir > abi.StreamHTTPResponse, s.tcp != nil && dir != abi.StreamDownstream:
+		return abi.StatusBadArgument // not a direction of this kind of stream
 	}
 	in.touch(s).continued[dir] = true
 	return abi.StatusOK
@@ -63,13 +63,14 @@ func continueStreamFn(ctx context.Context, _ api.Module, stack []uint64) {
 }
 
 // proxy_close_stream(stream_type) closes the effective stream after the
-// current callback returns (Envoy resets an HTTP stream). Statuses: OK;
-// BAD_ARGUMENT for an unknown type or no such stream here.
+// current callback returns (Envoy resets an HTTP stream and closes a TCP
+// connection after flushing). Statuses: OK; BAD_ARGUMENT for an unknown
+// type or no stream here.
 func closeStreamFn(ctx context.Context, _ api.Module, stack []uint64) {
 	in := instanceFrom(ctx)
 	dir := abi.StreamType(u32(stack, 0))
 	s := in.activeStream()
-	if s == nil || dir > abi.StreamHTTPResponse {
+	if s == nil || dir > abi.StreamUpstream {
 		ret(stack, abi.StatusBadArgument)
 		return
 	}
@@ -93,7 +94,7 @@ func continueResponse(ctx context.Context, _ api.Module, stack []uint64) {
 func clearRouteCache(ctx context.Context, _ api.Module, stack []uint64) {
 	in := instanceFrom(ctx)
 	s := in.activeStream()
-	if s == nil {
+	if s == nil || s.http == nil {
 		ret(stack, abi.StatusBadArgument)
 		return
 	}
@@ -105,7 +106,8 @@ func clearRouteCache(ctx context.Context, _ api.Module, stack []uint64) {
 // body_ptr, body_size, headers_ptr, headers_size, grpc_status) replies to
 // the effective stream in place of the upstream, after the current callback
 // returns; that callback's own return is then treated as a stop, as in
-// Envoy. grpc_status outside 0..16 means none. Spaces in details become
+// Envoy. On a TCP stream it closes the connection abortively.
+// grpc_status outside 0..16 means none. Spaces in details become
 // underscores, as Envoy requires of response code details. It reads
 // details, body and serialized headers from guest memory.
 // Statuses: OK; BAD_ARGUMENT outside a stream or for malformed headers;
