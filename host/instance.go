@@ -68,8 +68,8 @@ type instance struct {
 	rootID    uint32
 	nextID    uint32
 	contexts  map[uint32]*pluginContext
-	effective uint32        // context host functions act on
-	depth     int           // nesting of guest calls (allocations re-enter)
+	effective uint32    // context host functions act on
+	depth     int       // nesting of guest calls (allocations re-enter)
 	frame     *stream   // the stream whose callback is running
 	phase     phase     // which callback is running
 	touched   []*stream // streams with actions recorded in this call
