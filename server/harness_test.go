@@ -138,3 +138,12 @@ func (h *harness) do(t testing.TB, cfg envoytest.Config, req *envoytest.Request)
 	}
 	return res
 }
+
+func mustRead(t testing.TB, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}

@@ -1,0 +1,322 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/wasm-callout/wasm-callout/host"
+	"github.com/wasm-callout/wasm-callout/server"
+	"github.com/wasm-callout/wasm-callout/server/envoytest"
+)
+
+// edgePlugin is the server package's small WAT test plugin: it loads in
+// milliseconds and adds x-wat: resp to every response.
+const edgePlugin = "../../server/testdata/edge.wasm"
+
+// started runs run() with args, waits for the listening lines of the given
+// kinds and returns the addresses printed, by kind, and a stop function
+// that cancels run and returns its error.
+func started(t *testing.T, kinds []string, args ...string) (addrs map[string]string, stop func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		err := run(ctx, args, pw, io.Discard)
+		pw.CloseWithError(io.EOF)
+		done <- err
+	}()
+	addrs = map[string]string{}
+	lines := make(chan string)
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	want := len(kinds)
+	timeout := time.After(20 * time.Second)
+	for len(addrs) < want {
+		select {
+		case line, ok := <-lines:
+			if !ok {
+				cancel()
+				t.Fatalf("run ended before listening: %v", <-done)
+			}
+			if f := strings.Fields(line); len(f) == 4 && f[1] == "listening" {
+				addrs[f[2]] = f[3]
+			}
+		case <-timeout:
+			cancel()
+			t.Fatalf("no listening lines; got %v", addrs)
+		}
+	}
+	go func() {
+		for range lines {
+		}
+	}()
+	stopped := false
+	stop = func() error {
+		if stopped {
+			return nil
+		}
+		stopped = true
+		cancel()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(20 * time.Second):
+			t.Fatal("run did not return after cancel")
+			return nil
+		}
+	}
+	t.Cleanup(func() { stop() })
+	return addrs, stop
+}
+
+func httpStatus(t *testing.T, url string) int {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		return -1
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func TestRunServesAndShutsDown(t *testing.T) {
+	addrs, stop := started(t, []string{"grpc", "health"}, "serve", "--plugin", edgePlugin, "--addr", "127.0.0.1:0", "--tls-addr", "",
+		"--health-addr", "127.0.0.1:0", "--log-level", "error", "--instances", "1")
+	if got := httpStatus(t, "http://"+addrs["health"]+"/healthz"); got != 200 {
+		t.Errorf("/healthz: %d", got)
+	}
+	if got := httpStatus(t, "http://"+addrs["health"]+"/readyz"); got != 200 {
+		t.Errorf("/readyz: %d", got)
+	}
+
+	conn, err := envoytest.Dial(addrs["grpc"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := envoytest.Do(ctx, conn, envoytest.Config{}, &envoytest.Request{Headers: envoytest.H(":method", "GET", ":path", "/")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := res.Response.Headers.Get("x-wat"); v != "resp" || res.LocalReply != nil {
+		t.Errorf("exchange: headers %v, local reply %+v", res.Response.Headers, res.LocalReply)
+	}
+	hr, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: server.ServiceName})
+	if err != nil || hr.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Errorf("gRPC health: %v, %v", hr, err)
+	}
+
+	if err := stop(); err != nil {
+		t.Fatalf("run returned %v after cancel", err)
+	}
+	if got := httpStatus(t, "http://"+addrs["health"]+"/healthz"); got != -1 {
+		t.Errorf("health endpoint still answers after shutdown: %d", got)
+	}
+	if c, err := net.DialTimeout("tcp", addrs["grpc"], time.Second); err == nil {
+		c.Close()
+		t.Error("gRPC listener still open after shutdown")
+	}
+}
+
+func TestHealthHandler(t *testing.T) {
+	wasm, err := os.ReadFile(edgePlugin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := host.Load(context.Background(), wasm, host.Config{Instances: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close(context.Background())
+	srv, err := server.New(server.Options{Plugin: p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+
+	var ptr atomicServer
+	h := healthHandler(&ptr.p)
+	get := func(path string) int {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+		return rec.Code
+	}
+	steps := []struct {
+		what            string
+		do              func()
+		healthz, readyz int
+	}{
+		{"while the plugin loads", func() {}, 200, 503},
+		{"once serving", func() { ptr.p.Store(srv) }, 200, 200},
+		{"while draining", srv.Drain, 200, 503},
+	}
+	for _, s := range steps {
+		s.do()
+		if got := get("/healthz"); got != s.healthz {
+			t.Errorf("%s: /healthz %d, want %d", s.what, got, s.healthz)
+		}
+		if got := get("/readyz"); got != s.readyz {
+			t.Errorf("%s: /readyz %d, want %d", s.what, got, s.readyz)
+		}
+	}
+}
+
+func TestRunFlagErrors(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{}, "--plugin is required"},
+		{[]string{"--plugin", edgePlugin, "--failure-policy", "maybe"}, "--failure-policy"},
+		{[]string{"--plugin", edgePlugin, "--failure-status", "42"}, "--failure-status"},
+		{[]string{"--plugin", edgePlugin, "--log-level", "loud"}, "--log-level"},
+		{[]string{"--plugin", edgePlugin, "--log-format", "xml"}, "--log-format"},
+		{[]string{"--plugin", edgePlugin, "--cert", "c.pem"}, "--cert and --key go together"},
+		{[]string{"--plugin", edgePlugin, "--client-ca", "ca.pem"}, "--client-ca needs --cert"},
+		{[]string{"--plugin", edgePlugin, "--plugin-config", "@" + filepath.Join(dir, "missing")}, "--plugin-config"},
+		{[]string{"--plugin", filepath.Join(dir, "missing.wasm"), "--addr", "127.0.0.1:0", "--health-addr", ""}, "missing.wasm"},
+		{[]string{"--plugin", edgePlugin, "--addr", "", "--health-addr", ""}, "no gRPC listener"},
+		{[]string{"--plugin", edgePlugin, "extra"}, "unexpected argument"},
+		{[]string{"--no-such-flag"}, "no-such-flag"},
+	}
+	for _, tt := range tests {
+		err := run(context.Background(), tt.args, io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("run %q = %v, want an error mentioning %q", tt.args, err, tt.want)
+		}
+	}
+	if err := run(context.Background(), []string{"-h"}, io.Discard, io.Discard); err != nil {
+		t.Errorf("-h: %v", err)
+	}
+}
+
+func TestStringOrFile(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "config")
+	os.WriteFile(f, []byte("from file"), 0o644)
+	for in, want := range map[string]string{"": "", "inline": "inline", "@" + f: "from file"} {
+		got, err := stringOrFile("--x", in)
+		if err != nil || string(got) != want {
+			t.Errorf("stringOrFile(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+}
+
+// TestRunMutualTLS: with --cert, --key and --client-ca the TLS listener
+// serves clients with a certificate from the CA and refuses others.
+func TestRunMutualTLS(t *testing.T) {
+	dir := t.TempDir()
+	ca, caKey := newCert(t, nil, nil, "test CA", true)
+	srvCert, srvKey := newCert(t, ca, caKey, "127.0.0.1", false)
+	cliCert, cliKey := newCert(t, ca, caKey, "envoy", false)
+	write := func(name string, blocks ...*pem.Block) string {
+		p := filepath.Join(dir, name)
+		var b []byte
+		for _, bl := range blocks {
+			b = append(b, pem.EncodeToMemory(bl)...)
+		}
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	certPEM := func(c *x509.Certificate) *pem.Block { return &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw} }
+	keyPEM := func(k *ecdsa.PrivateKey) *pem.Block {
+		der, err := x509.MarshalECPrivateKey(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &pem.Block{Type: "EC PRIVATE KEY", Bytes: der}
+	}
+	addrs, _ := started(t, []string{"grpc-tls"}, "--plugin", edgePlugin, "--addr", "", "--health-addr", "", "--log-level", "error",
+		"--tls-addr", "127.0.0.1:0", "--cert", write("srv.pem", certPEM(srvCert)), "--key", write("srv.key", keyPEM(srvKey)),
+		"--client-ca", write("ca.pem", certPEM(ca)))
+
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	dial := func(certs []tls.Certificate) error {
+		creds := credentials.NewTLS(&tls.Config{RootCAs: pool, Certificates: certs, ServerName: "127.0.0.1"})
+		conn, err := grpc.NewClient(addrs["grpc-tls"], grpc.WithTransportCredentials(creds))
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err = healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+		return err
+	}
+	client := tls.Certificate{Certificate: [][]byte{cliCert.Raw}, PrivateKey: cliKey}
+	if err := dial([]tls.Certificate{client}); err != nil {
+		t.Errorf("client with a certificate from the CA: %v", err)
+	}
+	if err := dial(nil); err == nil {
+		t.Error("client without a certificate was served")
+	}
+}
+
+// newCert makes a certificate signed by parent (self-signed without one).
+func newCert(t *testing.T, parent *x509.Certificate, parentKey *ecdsa.PrivateKey, name string, isCA bool) (*x509.Certificate, *ecdsa.PrivateKey) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(time.Now().UnixNano()),
+		Subject:               pkix.Name{CommonName: name},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IsCA:                  isCA,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	}
+	if ip := net.ParseIP(name); ip != nil {
+		tmpl.IPAddresses = []net.IP{ip}
+	}
+	if parent == nil {
+		parent, parentKey = tmpl, key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert, key
+}
+
+type atomicServer struct{ p atomic.Pointer[server.Server] }
