@@ -136,7 +136,7 @@ func wat2wasm(t *testing.T, src, dst string) {
 func TestHostcallFixtures(t *testing.T) {
 	_, haveWat := exec.LookPath("wat2wasm")
 	for _, hf := range envFuncs {
-		path := filepath.Join("testdata", "hostcalls", hf.name+".wat")
+		path := filepath.Join("testdata", "hostcalls", hostcallFixture(hf)+".wat")
 		want := hostcallWAT(hf)
 		if *update {
 			os.MkdirAll(filepath.Dir(path), 0o755)

@@ -109,6 +109,11 @@ var envFuncs = []hostFunc{
 	// Aliases seen in real binaries.
 	fn("proxy_dispatch_http_call", httpCall, status, "upstream_ptr", "upstream_size", "headers_ptr", "headers_size", "body_ptr", "body_size", "trailers_ptr", "trailers_size", "timeout_ms", "ret_token_ptr"),
 
+	// Signature variants (grpc_variants.go): the AssemblyScript SDK's gRPC
+	// imports without the initial metadata pair.
+	fn("proxy_grpc_call", withoutMetadata("proxy_grpc_call"), status, "service_ptr", "service_size", "service_name_ptr", "service_name_size", "method_ptr", "method_size", "message_ptr", "message_size", "timeout_ms", "ret_token_ptr"),
+	fn("proxy_grpc_stream", withoutMetadata("proxy_grpc_stream"), status, "service_ptr", "service_size", "service_name_ptr", "service_name_size", "method_ptr", "method_size", "ret_token_ptr"),
+
 	// Toolchain glue.
 	fn("emscripten_notify_memory_growth", emscriptenNotifyMemoryGrowth, none, "memory_index"),
 	fn("pthread_equal", pthreadEqual, status, "a", "b"),
@@ -126,9 +131,9 @@ var stubEnvFuncs = map[string]bool{
 }
 
 // selectEnvFuncs returns envFuncs with, for each name the guest imports,
-// the variant whose signature it imports. Today every name has one
-// signature; the AssemblyScript SDK's shorter gRPC imports will add
-// variants.
+// the variant whose signature it imports. The first entry of a name is its
+// full signature, linked when the guest does not import the name or
+// imports a signature no entry has; later entries are variants.
 func selectEnvFuncs(wanted map[string]string) []hostFunc {
 	seen := map[string]bool{}
 	var out []hostFunc

@@ -290,6 +290,8 @@ func guessToolchain(mod wazero.CompiledModule, exports map[string]api.FunctionDe
 		}
 	}
 	switch {
+	case goModule && !has("_initialize"):
+		return "Go (gc, wasip1 command)"
 	case goModule:
 		return "Go (gc, wasip1 c-shared)"
 	case strings.Contains(producers, "TinyGo") || (has("_start") && has("malloc") && has("free") && has("proxy_on_memory_allocate")):
@@ -298,7 +300,11 @@ func guessToolchain(mod wazero.CompiledModule, exports map[string]api.FunctionDe
 		return "Rust"
 	case imports["env.emscripten_notify_memory_growth"] || strings.Contains(producers, "Emscripten"):
 		return "C++ (Emscripten)"
-	case imports["env.abort"] && has("malloc") && !has("_initialize") && !has("_start"):
+	case imports["env.abort"] && has("malloc") && !has("_initialize") && !has("_start"),
+		// Its runtime's exports: 0.10-0.17 (__alloc, __retain) and 0.18+
+		// (__new, __pin). Plugins built with --use abort=abort_proc_exit,
+		// as proxy-runtime recommends, import no env.abort.
+		has("__alloc") && has("__retain"), has("__new") && has("__pin"):
 		return "AssemblyScript"
 	case strings.Contains(producers, "clang"):
 		return "C/C++ (clang)"
