@@ -13,8 +13,9 @@ import (
 // for the whole life of an HTTP stream, and the data buffers for a TCP
 // stream's, as in Envoy; the plugin
 // configuration only during proxy_on_configure; the VM configuration
-// always. Call responses and foreign-function arguments have no buffer
-// until outbound calls are implemented. Caller has checked bt.Valid().
+// always; a call's response body while its callback runs. Foreign-function
+// arguments never exist: no foreign function is registered. Caller has
+// checked bt.Valid().
 func (in *instance) buffer(bt abi.BufferType) (*body, []byte, bool) {
 	switch bt {
 	case abi.BufferHTTPRequestBody, abi.BufferHTTPResponseBody:
@@ -31,6 +32,12 @@ func (in *instance) buffer(bt abi.BufferType) (*body, []byte, bool) {
 		}
 		b := &s.tcp.data[bt-abi.BufferDownstreamData]
 		return b, b.buf, true
+	case abi.BufferHTTPCallResponseBody, abi.BufferGRPCReceive:
+		r := in.callResp
+		if r == nil || r.grpc != (bt == abi.BufferGRPCReceive) {
+			return nil, nil, false
+		}
+		return nil, r.body, true
 	case abi.BufferVMConfiguration:
 		return nil, in.plugin.cfg.VMConfig, true
 	case abi.BufferPluginConfiguration:
@@ -121,7 +128,7 @@ func setBufferBytes(ctx context.Context, _ api.Module, stack []uint64) {
 		ret(stack, abi.StatusNotFound)
 		return
 	case b == nil:
-		ret(stack, abi.StatusBadArgument) // configuration buffers are read-only
+		ret(stack, abi.StatusBadArgument) // configuration and call responses are read-only
 		return
 	case !b.active:
 		ret(stack, abi.StatusNotFound)

@@ -89,6 +89,11 @@ type Config struct {
 	// Metrics receives the plugin's metrics. Share one registry across
 	// reloads to keep values; nil means a fresh registry.
 	Metrics *Metrics
+	// Upstreams maps the cluster names plugins call to addresses. nil
+	// means none: every proxy_http_call gets BAD_ARGUMENT, as Envoy
+	// answers for an unknown cluster.
+	Upstreams *Upstreams
+
 	// Shared holds shared data and queues. nil means the process-wide
 	// store, keyed by VMID, as Envoy's is.
 	Shared *SharedState

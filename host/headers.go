@@ -156,11 +156,25 @@ func lowerKey(k string) string {
 }
 
 // headerMap returns the map of type mt for the effective context, or nil if
-// it is not available now. Only the HTTP stream maps exist until outbound
-// calls are implemented. Caller has checked mt.Valid().
+// it is not available now: maps 0 to 3 belong to an HTTP stream; 4 to 7 to
+// the outbound call whose callback is running. Caller has checked
+// mt.Valid().
 func (in *instance) headerMap(mt abi.MapType) *HeaderMap {
+	if mt > abi.MapHTTPResponseTrailers {
+		r := in.callResp
+		if r == nil {
+			return nil
+		}
+		switch {
+		case mt == abi.MapHTTPCallResponseHeaders && !r.grpc, mt == abi.MapGRPCReceiveInitialMetadata && r.grpc:
+			return r.headers
+		case mt == abi.MapHTTPCallResponseTrailers && !r.grpc, mt == abi.MapGRPCReceiveTrailingMetadata && r.grpc:
+			return r.trailers
+		}
+		return nil
+	}
 	s := in.activeHTTP()
-	if s == nil || mt > abi.MapHTTPResponseTrailers {
+	if s == nil {
 		return nil
 	}
 	return s.maps[mt]
@@ -242,8 +256,8 @@ func (in *instance) mutableMap(stack []uint64, withValue bool) (m *HeaderMap, ke
 			return nil, "", "", abi.StatusInvalidMemoryAccess
 		}
 	}
-	if m = in.headerMap(mt); m == nil {
-		return nil, "", "", abi.StatusBadArgument
+	if m = in.headerMap(mt); m == nil || mt > abi.MapHTTPResponseTrailers {
+		return nil, "", "", abi.StatusBadArgument // absent, or a call's read-only map
 	}
 	return m, key, value, abi.StatusOK
 }
@@ -301,7 +315,7 @@ func setHeaderMapPairs(ctx context.Context, _ api.Module, stack []uint64) {
 	}
 	pairs, err := abi.DecodePairs(b)
 	m := in.headerMap(mt)
-	if err != nil || m == nil {
+	if err != nil || m == nil || mt > abi.MapHTTPResponseTrailers {
 		ret(stack, abi.StatusBadArgument)
 		return
 	}

@@ -75,10 +75,10 @@ var envFuncs = []hostFunc{
 	fn("proxy_http_call", httpCall, status, "upstream_ptr", "upstream_size", "headers_ptr", "headers_size", "body_ptr", "body_size", "trailers_ptr", "trailers_size", "timeout_ms", "ret_token_ptr"),
 	// gRPC callouts.
 	fn("proxy_grpc_call", grpcCall, status, "service_ptr", "service_size", "service_name_ptr", "service_name_size", "method_ptr", "method_size", "initial_metadata_ptr", "initial_metadata_size", "message_ptr", "message_size", "timeout_ms", "ret_token_ptr"),
-	fn("proxy_grpc_stream", grpcStream, status, "service_ptr", "service_size", "service_name_ptr", "service_name_size", "method_ptr", "method_size", "initial_metadata_ptr", "initial_metadata_size", "ret_token_ptr"),
-	fn("proxy_grpc_send", grpcByToken, status, "token", "message_ptr", "message_size", "end_of_stream"),
-	fn("proxy_grpc_cancel", grpcByToken, status, "token"),
-	fn("proxy_grpc_close", grpcByToken, status, "token"),
+	fn("proxy_grpc_stream", grpcStreamFn, status, "service_ptr", "service_size", "service_name_ptr", "service_name_size", "method_ptr", "method_size", "initial_metadata_ptr", "initial_metadata_size", "ret_token_ptr"),
+	fn("proxy_grpc_send", grpcSend, status, "token", "message_ptr", "message_size", "end_of_stream"),
+	fn("proxy_grpc_cancel", grpcCancel, status, "token"),
+	fn("proxy_grpc_close", grpcClose, status, "token"),
 	fn("proxy_get_status", getStatus, status, "ret_code_ptr", "ret_message_ptr_ptr", "ret_message_size_ptr"),
 	// Shared key-value store.
 	fn("proxy_get_shared_data", getSharedData, status, "key_ptr", "key_size", "ret_value_ptr_ptr", "ret_value_size_ptr", "ret_cas_ptr"),
@@ -122,11 +122,8 @@ var envFuncs = []hostFunc{
 }
 
 // stubEnvFuncs are linked but answer as hosts do for a feature they do not
-// offer (see http_call.go). README lists them.
+// offer. README lists them.
 var stubEnvFuncs = map[string]bool{
-	"proxy_http_call": true, "proxy_dispatch_http_call": true,
-	"proxy_grpc_call": true, "proxy_grpc_stream": true, "proxy_grpc_send": true,
-	"proxy_grpc_cancel": true, "proxy_grpc_close": true,
 	"proxy_call_foreign_function": true,
 }
 

@@ -43,6 +43,11 @@ type callbacks struct {
 	onNewConnection                    api.Function
 	onDownstreamData, onUpstreamData   api.Function
 	onDownstreamClose, onUpstreamClose api.Function
+	onHTTPCallResponse                 api.Function
+	onGRPCReceiveInitialMetadata       api.Function
+	onGRPCReceive                      api.Function
+	onGRPCReceiveTrailingMetadata      api.Function
+	onGRPCClose                        api.Function
 }
 
 // instance is one started VM: a wazero module with its root context. Every
@@ -77,6 +82,10 @@ type instance struct {
 	// rootDone is set when the root context deferred its shutdown (its
 	// proxy_on_done returned false) and has since called proxy_done.
 	rootDonePending, rootDone bool
+	calls                     map[uint32]*outboundCall // by token
+	nextToken                 uint32
+	callResp                  *callResponse // readable during a call's callback
+	status                    callStatus    // proxy_get_status
 	stack                     [8]uint64
 	allocStack                [1]uint64
 	stdout, stderr            *logWriter
@@ -137,26 +146,35 @@ func newInstance(ctx context.Context, p *Plugin, slot int) (*instance, error) {
 func (in *instance) lookupCallbacks() {
 	f := func(name string) api.Function { return in.mod.ExportedFunction(name) }
 	in.fns = callbacks{
-		alloc:              f(in.plugin.info.Allocator),
-		onContextCreate:    f(abi.OnContextCreate),
-		onVMStart:          f(abi.OnVMStart),
-		onConfigure:        f(abi.OnConfigure),
-		onTick:             f(abi.OnTick),
-		onQueueReady:       f(abi.OnQueueReady),
-		onDone:             f(abi.OnDone),
-		onLog:              f(abi.OnLog),
-		onDelete:           f(abi.OnDelete),
-		onRequestHeaders:   f(abi.OnRequestHeaders),
-		onRequestBody:      f(abi.OnRequestBody),
-		onRequestTrailers:  f(abi.OnRequestTrailers),
-		onResponseHeaders:  f(abi.OnResponseHeaders),
-		onResponseBody:     f(abi.OnResponseBody),
-		onResponseTrailers: f(abi.OnResponseTrailers),
-		onNewConnection:    f(abi.OnNewConnection),
-		onDownstreamData:   f(abi.OnDownstreamData),
-		onUpstreamData:     f(abi.OnUpstreamData),
-		onDownstreamClose:  f(abi.OnDownstreamClose),
-		onUpstreamClose:    f(abi.OnUpstreamClose),
+		alloc:                         f(in.plugin.info.Allocator),
+		onContextCreate:               f(abi.OnContextCreate),
+		onVMStart:                     f(abi.OnVMStart),
+		onConfigure:                   f(abi.OnConfigure),
+		onTick:                        f(abi.OnTick),
+		onQueueReady:                  f(abi.OnQueueReady),
+		onDone:                        f(abi.OnDone),
+		onLog:                         f(abi.OnLog),
+		onDelete:                      f(abi.OnDelete),
+		onRequestHeaders:              f(abi.OnRequestHeaders),
+		onRequestBody:                 f(abi.OnRequestBody),
+		onRequestTrailers:             f(abi.OnRequestTrailers),
+		onResponseHeaders:             f(abi.OnResponseHeaders),
+		onResponseBody:                f(abi.OnResponseBody),
+		onResponseTrailers:            f(abi.OnResponseTrailers),
+		onNewConnection:               f(abi.OnNewConnection),
+		onDownstreamData:              f(abi.OnDownstreamData),
+		onUpstreamData:                f(abi.OnUpstreamData),
+		onDownstreamClose:             f(abi.OnDownstreamClose),
+		onUpstreamClose:               f(abi.OnUpstreamClose),
+		onHTTPCallResponse:            f(abi.OnHTTPCallResponse),
+		onGRPCReceiveInitialMetadata:  f(abi.OnGRPCReceiveInitialMetadata),
+		onGRPCReceive:                 f(abi.OnGRPCReceive),
+		onGRPCReceiveTrailingMetadata: f(abi.OnGRPCReceiveTrailingMetadata),
+		onGRPCClose:                   f(abi.OnGRPCClose),
+	}
+	if in.fns.onGRPCReceiveTrailingMetadata == nil {
+		// The AssemblyScript SDK exports only the older name.
+		in.fns.onGRPCReceiveTrailingMetadata = f(abi.OnGRPCTrailingMetadataLegacy)
 	}
 }
 
@@ -352,6 +370,15 @@ func (in *instance) withLock(fn func()) {
 	in.flushActions(nil)
 }
 
+// postWait queues fn on the executor, waiting for room; it drops fn only
+// if the instance is gone. Never call it holding mu.
+func (in *instance) postWait(fn func()) {
+	select {
+	case <-in.closed:
+	case in.tasks <- fn:
+	}
+}
+
 // post queues fn on the executor. It reports false if the instance is gone
 // or its queue is full.
 func (in *instance) post(fn func()) bool {
@@ -397,6 +424,9 @@ func (in *instance) shutdown(wait time.Duration) {
 func (in *instance) stop() {
 	in.stopOnce.Do(func() {
 		close(in.closed)
+		for _, c := range in.calls {
+			c.cancel()
+		}
 		in.cancel(errClosed)
 		if in.mod != nil {
 			in.mod.Close(context.Background())

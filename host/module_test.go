@@ -177,9 +177,9 @@ func TestInspect(t *testing.T) {
 			t.Errorf("import %v: %s", imp, imp.Status)
 		}
 	}
-	info, _ = Inspect(context.Background(), readFixture(t, "hostcalls/proxy_http_call"))
+	info, _ = Inspect(context.Background(), readFixture(t, "hostcalls/proxy_call_foreign_function"))
 	if len(info.Imports) != 1 || info.Imports[0].Status != ImportStub {
-		t.Errorf("proxy_http_call should be a stub until upstreams exist: %+v", info.Imports)
+		t.Errorf("no foreign function is registered, so the import is a stub: %+v", info.Imports)
 	}
 	if !reflect.DeepEqual(info.Callbacks, []string{abi.OnContextCreate}) {
 		t.Errorf("callbacks = %v", info.Callbacks)

@@ -64,6 +64,7 @@ func (s *stream) end(callbacks ...func() error) {
 		in.flushActions(s)
 		s.acts = actions{}
 	}
+	in.cancelCalls(s.id)
 	delete(in.contexts, s.id)
 	in.plugin.pool.live[in.slot].Add(-1)
 	in.plugin.pool.streams.Add(-1)

@@ -85,7 +85,8 @@
 //	http-call         request headers  DispatchHttpCall to cluster x-http-call-cluster
 //	                                   (default "testbed_upstream"): GET, :path from
 //	                                   x-http-call-path (default "/"), :authority =
-//	                                   cluster, timeout 5000 ms; Pause. The callback
+//	                                   cluster, timeout x-http-call-timeout ms
+//	                                   (default 5000); Pause. The callback
 //	                                   resumes the request; the response gets
 //	                                   x-http-call-status (":status" of the call, or
 //	                                   "failed" if it had no headers) and
@@ -417,8 +418,12 @@ func (h *httpContext) httpCall() types.Action {
 	if path == "" {
 		path = "/"
 	}
+	timeout := uint32(5000)
+	if v, err := strconv.ParseUint(requestHeader("x-http-call-timeout"), 10, 32); err == nil {
+		timeout = uint32(v)
+	}
 	headers := [][2]string{{":method", "GET"}, {":path", path}, {":authority", cluster}}
-	_, err := proxywasm.DispatchHttpCall(cluster, headers, nil, nil, 5000, func(numHeaders, bodySize, numTrailers int) {
+	_, err := proxywasm.DispatchHttpCall(cluster, headers, nil, nil, timeout, func(numHeaders, bodySize, numTrailers int) {
 		status := "failed"
 		if numHeaders > 0 {
 			headers, _ := proxywasm.GetHttpCallResponseHeaders()
