@@ -28,6 +28,23 @@ plugins/bin/%.wasm: $$(wildcard plugins/$$*/*.go) $(PLUGIN_COMMON)
 clean-plugins:
 	rm -rf plugins/bin
 
+## Toolchains ------------------------------------------------------------------
+# `make toolchains` installs what the compatibility tests (internal/compat)
+# build plugins with, skipping what is there: Debian's clang-19, lld-19,
+# wasi-libc, rustc with libstd-rust-dev-wasm32 and lld-14 in one apt-get
+# install (as root), and AssemblyScript from npm (npm ci in
+# testdata/toolchains/assemblyscript). `make compat-plugins` builds every
+# compatibility plugin into testdata/toolchains/bin; the tests build them
+# too. Without a toolchain its tests skip, or fail when CI is set.
+
+.PHONY: toolchains compat-plugins
+
+toolchains:
+	./scripts/install-toolchains.sh
+
+compat-plugins:
+	$(MAKE) -C testdata/toolchains all
+
 ## Tests -----------------------------------------------------------------------
 
 test: plugins
