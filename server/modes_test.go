@@ -304,6 +304,15 @@ func TestModes(t *testing.T) {
 			},
 		},
 		{
+			name: "continue_inline",
+			h:    testbed, req: get("continue-inline,echo-headers"),
+			check: func(t *testing.T, res *envoytest.Result) {
+				// The plugin resumed inside its own callback: the pause it
+				// returned is a continue.
+				header(t, res.Response.Headers, "x-echo-method", "GET")
+			},
+		},
+		{
 			name: "properties_from_attributes",
 			h:    testbed, req: get("props"),
 			cfg: envoytest.Config{RequestAttributes: map[string]*structpb.Value{
@@ -495,11 +504,12 @@ func TestEdgePlugin(t *testing.T) {
 		header(t, res.Response.Headers, "content-length", "1")
 		header(t, res.Response.Headers, "x-wat", "resp")
 	})
-	t.Run("metadata_context", func(t *testing.T) {
+	t.Run("with_metadata_context", func(t *testing.T) {
 		md := &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{}}
 		md.FilterMetadata["ns"], _ = structpb.NewStruct(map[string]any{"k": "v"})
 		res := h.do(t, envoytest.Config{MetadataContext: md}, act("x"))
 		clean(t, res)
+		header(t, res.Response.Headers, "x-wat", "resp")
 	})
 }
 
