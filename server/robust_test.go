@@ -432,3 +432,39 @@ func TestHealthAndReflection(t *testing.T) {
 		t.Error("ready after Drain")
 	}
 }
+
+// TestNoProtocolConfig: Envoy before 1.35 does not say its body modes. The
+// server assumes nothing beyond Envoy's defaults, accepts the body it gets
+// and answers it permissively: header changes (content-length included)
+// ride in the first body answer, where a BUFFERED Envoy applies them and a
+// STREAMED one ignores them.
+func TestNoProtocolConfig(t *testing.T) {
+	h := start(t, Options{Plugin: plugin(t, "edge", host.FailClosed, "")})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := extprocv3.NewExternalProcessorClient(h.conn).Process(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Send(reqHeaders(false, ":path", "/", "x-act", "b", "content-length", "1"))
+	hr, err := st.Recv()
+	if err != nil || hr.GetRequestHeaders() == nil || hr.GetModeOverride() != nil {
+		t.Fatalf("headers answer %v, %v", hr, err)
+	}
+	st.Send(reqBody("x", true))
+	br, err := st.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cr := br.GetRequestBody().GetResponse()
+	if string(cr.GetBodyMutation().GetBody()) != "replaced" {
+		t.Errorf("body answer %v", br)
+	}
+	set := map[string]string{}
+	for _, o := range cr.GetHeaderMutation().GetSetHeaders() {
+		set[o.GetHeader().GetKey()] = string(o.GetHeader().GetRawValue())
+	}
+	if set["content-length"] != "8" || set["x-body-seen"] != "1" {
+		t.Errorf("header mutation in the body answer: %v", set)
+	}
+}
