@@ -1,12 +1,14 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -146,4 +148,19 @@ func mustRead(t testing.TB, path string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestEdgeFixtureInSync checks that testdata/edge.wasm is what wat2wasm
+// makes of testdata/edge.wat (rebuild: wat2wasm edge.wat -o edge.wasm).
+func TestEdgeFixtureInSync(t *testing.T) {
+	if _, err := exec.LookPath("wat2wasm"); err != nil {
+		t.Skip("wat2wasm not installed")
+	}
+	out := filepath.Join(t.TempDir(), "edge.wasm")
+	if b, err := exec.Command("wat2wasm", filepath.Join("testdata", "edge.wat"), "-o", out).CombinedOutput(); err != nil {
+		t.Fatalf("wat2wasm: %v\n%s", err, b)
+	}
+	if !bytes.Equal(mustRead(t, out), mustRead(t, filepath.Join("testdata", "edge.wasm"))) {
+		t.Error("testdata/edge.wasm is stale: run wat2wasm testdata/edge.wat -o testdata/edge.wasm")
+	}
 }
