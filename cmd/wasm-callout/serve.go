@@ -213,6 +213,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	srv.Drain()
 	gracefulStop(servers, c.shutdownTimeout, logger)
+	st := srv.Stats()
+	logger.Info("stopped", "streams", st.StreamsStarted, "immediate_responses", st.ImmediateResponses,
+		"plugin_failures", st.PluginFailures, "protocol_errors", st.ProtocolErrors, "dropped_mutations", st.DroppedMutations)
 	return serveErr
 }
 
