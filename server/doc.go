@@ -56,6 +56,8 @@
 //	                                                     a plugin pause answers the chunk with
 //	                                                     clear_body, and the chunk that continues
 //	                                                     carries everything held, as the plugin left it
+//	                                                     (bytes resumed asynchronously mid-body go out
+//	                                                     with the next chunk's answer)
 //	BUFFERED              the whole body, once            one BodyResponse; header changes made in the
 //	                                                     body callback ride in it, content-length is
 //	                                                     kept equal to the new body length
