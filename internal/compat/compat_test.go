@@ -143,6 +143,11 @@ func (s *instance) do(t *testing.T, cfg envoytest.Config, req *envoytest.Request
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
+	if cfg.MessageTimeout == 0 {
+		// Envoy's 200 ms default would make a slow shared CI machine, not
+		// the plugin, fail these tests.
+		cfg.MessageTimeout = 5 * time.Second
+	}
 	res, err := envoytest.Do(ctx, s.conn, cfg, req)
 	if err != nil {
 		t.Fatalf("envoytest.Do: %v", err)
