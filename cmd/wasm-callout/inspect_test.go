@@ -20,7 +20,7 @@ func TestInspect(t *testing.T) {
 			"toolchain:  Go (gc, wasip1 c-shared)", "abi:        0.2.0", "allocator:  proxy_on_memory_allocate",
 			"entry:      [_initialize]", "served  env.proxy_add_header_map_value", "proxy_on_response_headers",
 		}},
-		{name: "stub imports", path: "../../host/testdata/hostcalls/proxy_http_call.wasm", want: []string{"stub  env.proxy_http_call"}},
+		{name: "stub imports", path: "../../host/testdata/hostcalls/proxy_call_foreign_function.wasm", want: []string{"stub  env.proxy_call_foreign_function"}},
 		{name: "unknown imports", path: "../../host/testdata/bad_imports.wasm", wantErr: "unknown imports",
 			want: []string{"unknown  env.proxy_inject_encoded_data_to_filter_chain", "allocator:  none"}},
 		{name: "missing file", path: "nope.wasm", wantErr: "no such file"},
