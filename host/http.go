@@ -90,16 +90,41 @@ func (s *HTTPStream) ResponseTrailers(trailers []abi.Pair) Result {
 	return s.trailers(abi.MapHTTPResponseTrailers, phaseResponseTrailers, trailers)
 }
 
-// Headers returns the stream's header or trailer map of type m (0 to 3), or
-// nil if that map has not arrived. Its Changes list the plugin's edits.
-// Call it only from the goroutine driving the stream, between callbacks.
+// Headers returns a snapshot of the stream's header or trailer map of type
+// m (0 to 3), or nil if that map has not arrived. A snapshot is safe to
+// read while plugin timers or calls run; change the live map with
+// WithHeaders and collect the plugin's edits with TakeHeaderChanges.
 func (s *HTTPStream) Headers(m abi.MapType) *HeaderMap {
+	var snap *HeaderMap
+	s.WithHeaders(m, func(h *HeaderMap) {
+		snap = &HeaderMap{pairs: h.pairs[:len(h.pairs):len(h.pairs)], dirty: append([]string(nil), h.dirty...)}
+	})
+	return snap
+}
+
+// WithHeaders runs fn on the live map of type m (0 to 3) under the
+// instance's lock, so no plugin callback runs meanwhile. It does nothing if
+// the map has not arrived. fn must not call the stream's methods.
+func (s *HTTPStream) WithHeaders(m abi.MapType, fn func(h *HeaderMap)) {
 	if m > abi.MapHTTPResponseTrailers {
-		return nil
+		return
 	}
 	s.in.mu.Lock()
 	defer s.in.mu.Unlock()
-	return s.maps[m]
+	if h := s.maps[m]; h != nil {
+		fn(h)
+	}
+}
+
+// TakeHeaderChanges returns the plugin's edits to map m since the last
+// take and forgets them, atomically with respect to plugin callbacks.
+func (s *HTTPStream) TakeHeaderChanges(m abi.MapType) []HeaderChange {
+	var changes []HeaderChange
+	s.WithHeaders(m, func(h *HeaderMap) {
+		changes = h.Changes()
+		h.ClearChanges()
+	})
+	return changes
 }
 
 // TakeBody releases the bytes buffered for a direction after the plugin

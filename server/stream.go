@@ -694,14 +694,12 @@ func (st *stream) fixContentLength(d *direction, n int) {
 	if st.hs == nil {
 		return
 	}
-	hm := st.hs.Headers(d.headersMap)
-	if hm == nil {
-		return
-	}
 	want := strconv.Itoa(n)
-	if cl, ok := hm.Get("content-length"); ok && cl != want {
-		hm.Replace("content-length", want)
-	}
+	st.hs.WithHeaders(d.headersMap, func(hm *host.HeaderMap) {
+		if cl, ok := hm.Get("content-length"); ok && cl != want {
+			hm.Replace("content-length", want)
+		}
+	})
 }
 
 // sendStreamed answers FULL_DUPLEX_STREAMED body data: out in chunks of at
@@ -950,15 +948,10 @@ func (st *stream) takeMutation(mt abi.MapType, kind mapKind, skipContentLength b
 	if st.hs == nil {
 		return nil
 	}
-	hm := st.hs.Headers(mt)
-	if hm == nil {
-		return nil
-	}
-	changes := hm.Changes()
+	changes := st.hs.TakeHeaderChanges(mt)
 	if len(changes) == 0 {
 		return nil
 	}
-	hm.ClearChanges()
 	m, dropped := headerMutation(changes, kind, st.srv.opts.MutationRules, skipContentLength)
 	st.dropped(dropped, mt.String())
 	return m
@@ -994,16 +987,7 @@ func (st *stream) discardUndeliverable() {
 		if st.deliverable(mt) {
 			continue
 		}
-		hm := st.hs.Headers(mt)
-		if hm == nil {
-			continue
-		}
-		changes := hm.Changes()
-		if len(changes) == 0 {
-			continue
-		}
-		hm.ClearChanges()
-		for _, c := range changes {
+		for _, c := range st.hs.TakeHeaderChanges(mt) {
 			st.dropped([]droppedHeader{{c.Key, "changed after Envoy forwarded this map"}}, mt.String())
 		}
 	}
