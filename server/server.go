@@ -187,6 +187,14 @@ func (s *Server) Register(g *grpc.Server) {
 	reflection.Register(g)
 }
 
+// acquire returns the plugin a new stream runs on for its whole life, and a
+// release to call when the stream ends. Every stream, HTTP or TCP, gets its
+// plugin here, so that swapping plugins can let in-flight streams finish
+// on the generation they started on.
+func (s *Server) acquire() (*host.Plugin, func()) {
+	return s.plugin, func() {}
+}
+
 // Ready reports whether the server should receive traffic: it is not
 // draining and at least one plugin instance is healthy.
 func (s *Server) Ready() bool {

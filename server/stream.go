@@ -117,7 +117,11 @@ type stream struct {
 	srv   *Server
 	gs    extprocv3.ExternalProcessor_ProcessServer
 	log   *slog.Logger
-	hs    *host.HTTPStream
+	// plugin is the generation this stream runs on, from first message to
+	// end, whatever happens to the server's current plugin meanwhile.
+	plugin  *host.Plugin
+	release func()
+	hs      *host.HTTPStream
 	props attributeSource
 	dirs  [2]*direction
 
@@ -147,6 +151,8 @@ func (s *Server) Process(gs extprocv3.ExternalProcessor_ProcessServer) (err erro
 	s.stats.streamsActive.Add(1)
 	defer s.stats.streamsActive.Add(-1)
 	st := &stream{srv: s, gs: gs, log: s.log}
+	st.plugin, st.release = s.acquire()
+	defer st.release()
 	st.dirs[abi.StreamHTTPRequest] = &direction{typ: abi.StreamHTTPRequest, name: "request",
 		headersMap: abi.MapHTTPRequestHeaders, trailersMap: abi.MapHTTPRequestTrailers}
 	st.dirs[abi.StreamHTTPResponse] = &direction{typ: abi.StreamHTTPResponse, name: "response",
@@ -459,12 +465,12 @@ func (st *stream) ensurePlugin() error {
 	if st.hs != nil || st.noPlugin {
 		return nil
 	}
-	hs, err := st.srv.plugin.NewHTTPStream(&st.props)
+	hs, err := st.plugin.NewHTTPStream(&st.props)
 	if err == nil {
 		st.hs = hs
 		return nil
 	}
-	cfg := st.srv.plugin.Config()
+	cfg := st.plugin.Config()
 	if cfg.FailurePolicy == host.FailOpen {
 		st.noPlugin = true
 		st.pluginFailed(err, false)
@@ -794,7 +800,7 @@ func (st *stream) undeliverable(d *direction, n int) error {
 	st.log.Warn("plugin held body bytes until the trailers; STREAMED ext_proc cannot deliver them, failing the request "+
 		"(use BUFFERED or FULL_DUPLEX_STREAMED for plugins that buffer)", "direction", d.name, "bytes", n)
 	return st.immediate(&host.LocalResponse{
-		Status: st.srv.plugin.Config().FailStatus, Details: detailsUndelivered, GRPCStatus: grpcStatusInternal,
+		Status: st.plugin.Config().FailStatus, Details: detailsUndelivered, GRPCStatus: grpcStatusInternal,
 	})
 }
 
