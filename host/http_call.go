@@ -27,10 +27,11 @@ const MaxCallResponseBytes = 16 << 20
 
 // outboundCall is one HTTP call, gRPC call or gRPC stream in flight.
 type outboundCall struct {
-	token  uint32
-	owner  uint32 // the context that issued it
-	cancel context.CancelFunc
-	grpc   *grpcStream // set for gRPC streams
+	token    uint32
+	owner    uint32    // the context that issued it
+	deadline time.Time // zero when the call has no timeout
+	cancel   context.CancelFunc
+	grpc     *grpcStream // set for gRPC streams
 }
 
 // callResponse is what the plugin may read while a call's callback runs:
@@ -64,15 +65,39 @@ func (in *instance) newToken(kind uint32) uint32 {
 // the context its work must run under. Caller holds mu.
 func (in *instance) startCall(kind uint32, timeout time.Duration) (*outboundCall, context.Context) {
 	ctx, cancel := context.WithCancel(context.Background())
+	c := &outboundCall{token: in.newToken(kind), owner: in.effective}
 	if timeout > 0 {
-		ctx, cancel = context.WithTimeout(context.Background(), timeout)
+		c.deadline = time.Now().Add(timeout)
+		ctx, cancel = context.WithDeadline(context.Background(), c.deadline)
 	}
-	c := &outboundCall{token: in.newToken(kind), owner: in.effective, cancel: cancel}
+	c.cancel = cancel
 	if in.calls == nil {
 		in.calls = map[uint32]*outboundCall{}
 	}
 	in.calls[c.token] = c
 	return c, ctx
+}
+
+// PendingCall reports whether the stream has an outbound call in flight
+// and, if so, when the last of them times out (zero: one has no timeout).
+// A server whose answer waits on the call uses it to ask the proxy for
+// more time.
+func (s *stream) PendingCall() (deadline time.Time, pending bool) {
+	s.in.mu.Lock()
+	defer s.in.mu.Unlock()
+	for _, c := range s.in.calls {
+		if c.owner != s.id {
+			continue
+		}
+		if c.deadline.IsZero() {
+			return time.Time{}, true
+		}
+		if !pending || c.deadline.After(deadline) {
+			deadline = c.deadline
+		}
+		pending = true
+	}
+	return deadline, pending
 }
 
 // cancelCalls cancels every call owned by context id (every call when id

@@ -199,11 +199,19 @@ func TestUpstreamConfig(t *testing.T) {
 		}
 	}
 	for _, tc := range []struct {
-		in, name, url string
-		ok            bool
-	}{{"auth=http://127.0.0.1:9000", "auth", "http://127.0.0.1:9000", true}, {"noequals", "", "", false}, {"=http://x", "", "", false}} {
+		in   string
+		want Upstream
+		ok   bool
+	}{
+		{"auth=http://127.0.0.1:9000", Upstream{Name: "auth", URL: "http://127.0.0.1:9000"}, true},
+		{"idp=https://idp:8443/v1,ca=/etc/ca.pem,connect-timeout=2s", Upstream{Name: "idp", URL: "https://idp:8443/v1", CAFile: "/etc/ca.pem", ConnectTimeout: 2 * time.Second}, true},
+		{"noequals", Upstream{}, false},
+		{"=http://x", Upstream{}, false},
+		{"a=http://x,connect-timeout=soon", Upstream{}, false},
+		{"a=http://x,colour=blue", Upstream{}, false},
+	} {
 		u, err := ParseUpstream(tc.in)
-		if (err == nil) != tc.ok || u.Name != tc.name || u.URL != tc.url {
+		if (err == nil) != tc.ok || u != tc.want {
 			t.Errorf("ParseUpstream(%q) = %+v, %v", tc.in, u, err)
 		}
 	}

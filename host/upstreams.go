@@ -38,13 +38,31 @@ type Upstream struct {
 	ConnectTimeout time.Duration
 }
 
-// ParseUpstream parses the NAME=URL form of the --upstream flag.
+// ParseUpstream parses the --upstream flag's form,
+// NAME=URL[,ca=FILE][,connect-timeout=DURATION].
 func ParseUpstream(s string) (Upstream, error) {
-	name, u, ok := strings.Cut(s, "=")
+	fields := strings.Split(s, ",")
+	name, u, ok := strings.Cut(fields[0], "=")
 	if !ok || name == "" || u == "" {
-		return Upstream{}, fmt.Errorf("upstream %q: want NAME=URL", s)
+		return Upstream{}, fmt.Errorf("upstream %q: want NAME=URL[,ca=FILE][,connect-timeout=DURATION]", s)
 	}
-	return Upstream{Name: name, URL: u}, nil
+	up := Upstream{Name: name, URL: u}
+	for _, f := range fields[1:] {
+		k, v, _ := strings.Cut(f, "=")
+		switch k {
+		case "ca":
+			up.CAFile = v
+		case "connect-timeout":
+			d, err := time.ParseDuration(v)
+			if err != nil || d <= 0 {
+				return Upstream{}, fmt.Errorf("upstream %q: bad connect-timeout %q", name, v)
+			}
+			up.ConnectTimeout = d
+		default:
+			return Upstream{}, fmt.Errorf("upstream %q: unknown option %q (want ca= or connect-timeout=)", name, k)
+		}
+	}
+	return up, nil
 }
 
 // Upstreams is the set of clusters plugins may call, with their clients.

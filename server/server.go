@@ -85,6 +85,15 @@ type Options struct {
 	// downstream stream); 0 means 503.
 	CloseStatus uint32
 
+	// MessageTimeout is the Envoy filter's message_timeout (0 means
+	// Envoy's default, 200 ms) and MaxMessageTimeout its
+	// max_message_timeout. When a withheld answer waits on the plugin's
+	// outbound call and the call may outlast MessageTimeout, the server
+	// sends override_message_timeout, capped at MaxMessageTimeout. Zero
+	// MaxMessageTimeout (Envoy's default, which disables overrides) never
+	// sends one.
+	MessageTimeout, MaxMessageTimeout time.Duration
+
 	// HealthInterval is how often the gRPC health status follows the
 	// plugin's pool; 0 means one second.
 	HealthInterval time.Duration
@@ -113,13 +122,16 @@ type Stats struct {
 	// LostBodyBytes counts body bytes the plugin held (paused) in STREAMED
 	// mode that ext_proc could not deliver.
 	LostBodyBytes int64
+	// TimeoutOverrides counts override_message_timeout messages sent
+	// while a plugin's outbound call was out.
+	TimeoutOverrides int64
 }
 
 type counters struct {
 	streamsStarted, streamsActive, protocolErrors  atomic.Int64
 	messagesReceived, responsesSent, immediate     atomic.Int64
 	pluginFailures, droppedMutations, duplicateEOS atomic.Int64
-	lostBodyBytes                                  atomic.Int64
+	lostBodyBytes, timeoutOverrides                atomic.Int64
 }
 
 // Server is the ext_proc service: every Process stream runs through one
@@ -159,6 +171,9 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.CloseStatus == 0 {
 		opts.CloseStatus = 503
+	}
+	if opts.MessageTimeout <= 0 {
+		opts.MessageTimeout = 200 * time.Millisecond
 	}
 	if opts.HealthInterval <= 0 {
 		opts.HealthInterval = time.Second
@@ -230,6 +245,7 @@ func (s *Server) Stats() Stats {
 		DroppedMutations:   c.droppedMutations.Load(),
 		DuplicateEOS:       c.duplicateEOS.Load(),
 		LostBodyBytes:      c.lostBodyBytes.Load(),
+		TimeoutOverrides:   c.timeoutOverrides.Load(),
 	}
 }
 

@@ -8,11 +8,13 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"strconv"
+	"time"
 
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/wasm-callout/wasm-callout/abi"
@@ -114,16 +116,16 @@ func (d *direction) bodyMode() bodyMode {
 
 // stream is one Process call: one HTTP request and its response.
 type stream struct {
-	srv   *Server
-	gs    extprocv3.ExternalProcessor_ProcessServer
-	log   *slog.Logger
+	srv *Server
+	gs  extprocv3.ExternalProcessor_ProcessServer
+	log *slog.Logger
 	// plugin is the generation this stream runs on, from first message to
 	// end, whatever happens to the server's current plugin meanwhile.
 	plugin  *host.Plugin
 	release func()
 	hs      *host.HTTPStream
-	props attributeSource
-	dirs  [2]*direction
+	props   attributeSource
+	dirs    [2]*direction
 
 	noPlugin           bool // fail-open without an instance: everything continues
 	failed             bool // a plugin failure was reported
@@ -527,7 +529,7 @@ func (st *stream) onHeaders(d *direction, pairs []abi.Pair, eos bool) error {
 	}
 	if r.Action == abi.ActionPause {
 		d.blocked = phaseHeaders
-		return nil
+		return st.extendTimeout(d)
 	}
 	return st.answerHeaders(d)
 }
@@ -638,7 +640,7 @@ func (st *stream) onBody(d *direction, chunk []byte, eos bool) error {
 	case eos:
 		// Wait for the plugin to resume; the bytes stay in the host.
 		d.blocked, d.blockedIn = phaseBody, chunk
-		return nil
+		return st.extendTimeout(d)
 	case mode == modeFullDuplex:
 		// Answers are M:N: nothing is owed until the plugin releases bytes.
 		return nil
@@ -757,7 +759,7 @@ func (st *stream) onTrailers(d *direction, pairs []abi.Pair) error {
 	}
 	if r.Action == abi.ActionPause {
 		d.blocked = phaseTrailers
-		return nil
+		return st.extendTimeout(d)
 	}
 	return st.answerTrailers(d)
 }
@@ -844,6 +846,36 @@ func (st *stream) events() error {
 	}
 	return nil
 }
+
+// extendTimeout asks Envoy to wait longer for an answer withheld while the
+// plugin has an outbound call out: Envoy's per-message timer
+// (message_timeout, 200 ms by default) would otherwise fail the request
+// before the call can answer. Envoy takes override_message_timeout alone in
+// its own message, only up to its max_message_timeout (Options), once per
+// withheld message, which is when this sends it.
+func (st *stream) extendTimeout(d *direction) error {
+	limit := st.srv.opts.MaxMessageTimeout
+	if limit <= 0 || st.hs == nil || st.observability || d.bodyMode() == modeFullDuplex {
+		return nil
+	}
+	deadline, pending := st.hs.PendingCall()
+	if !pending {
+		return nil
+	}
+	want := limit
+	if !deadline.IsZero() {
+		want = time.Until(deadline) + callTimeoutMargin
+	}
+	if want <= st.srv.opts.MessageTimeout {
+		return nil
+	}
+	st.srv.stats.timeoutOverrides.Add(1)
+	return st.send(&extprocv3.ProcessingResponse{OverrideMessageTimeout: durationpb.New(min(want, limit))})
+}
+
+// callTimeoutMargin is added to a call's remaining time when asking Envoy
+// to wait, so that the plugin's own timeout, not Envoy's, decides.
+const callTimeoutMargin = 100 * time.Millisecond
 
 // resume sends the answer d withheld, if any, and what queued behind it.
 // Without a withheld answer, it releases bytes the plugin had paused

@@ -42,6 +42,9 @@ type serveConfig struct {
 	failurePolicy string
 	failureStatus uint
 
+	upstreams                         []host.Upstream
+	messageTimeout, maxMessageTimeout time.Duration
+
 	modeOverride      bool
 	metadataNamespace string
 	allowRouting      bool
@@ -68,7 +71,19 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.StringVar(&c.vmID, "vm-id", "", "VM id, which keys shared data and queues (property plugin_vm_id)")
 	fs.IntVar(&c.instances, "instances", 0, "plugin instances (each runs one call at a time); 0 means GOMAXPROCS")
 	fs.UintVar(&c.memoryLimitPages, "memory-limit-pages", host.DefaultMemoryLimitPages, "memory limit of each instance, in 64 KiB pages")
-	fs.DurationVar(&c.callTimeout, "call-timeout", host.DefaultCallTimeout, "longest a single plugin callback may run before its instance is failed")
+	fs.DurationVar(&c.callTimeout, "call-timeout", host.DefaultCallTimeout, "longest a single plugin callback may run before its instance is failed; "+
+		"0 turns deadlines off for trusted plugins (faster, but a plugin that loops forever hangs its instance)")
+	fs.Func("upstream", "cluster a plugin may call (proxy_http_call, proxy_grpc_call): NAME=URL[,ca=FILE][,connect-timeout=DURATION] "+
+		"with an http, https or h2c (cleartext gRPC) URL; repeatable", func(v string) error {
+		u, err := host.ParseUpstream(v)
+		if err == nil {
+			c.upstreams = append(c.upstreams, u)
+		}
+		return err
+	})
+	fs.DurationVar(&c.messageTimeout, "message-timeout", 200*time.Millisecond, "the Envoy filter's message_timeout")
+	fs.DurationVar(&c.maxMessageTimeout, "max-message-timeout", 0, "the Envoy filter's max_message_timeout: while a plugin's outbound call is out, "+
+		"ask Envoy to wait up to this long (override_message_timeout); 0 never asks")
 	fs.StringVar(&c.compilationCache, "compilation-cache", "", "directory caching compiled plugin code across restarts (empty: none)")
 	fs.StringVar(&c.addr, "addr", ":8080", "plaintext gRPC listen address (empty disables)")
 	fs.StringVar(&c.tlsAddr, "tls-addr", ":8443", "TLS gRPC listen address, enabled when --cert and --key are given (empty disables)")
@@ -136,6 +151,13 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		listening(stdout, logger, "health", lis.Addr())
 	}
 
+	upstreams, err := host.NewUpstreams(c.upstreams)
+	if err != nil {
+		return err
+	}
+	defer upstreams.Close()
+	hc.Upstreams = upstreams
+
 	wasm, err := os.ReadFile(c.plugin)
 	if err != nil {
 		return err
@@ -159,6 +181,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		DisableModeOverride: !c.modeOverride,
 		MetadataNamespace:   c.metadataNamespace,
 		MutationRules:       server.MutationRules{AllowAllRouting: c.allowRouting, AllowEnvoy: c.allowEnvoy},
+		MessageTimeout:      c.messageTimeout,
+		MaxMessageTimeout:   c.maxMessageTimeout,
 	})
 	if err != nil {
 		return err
@@ -290,8 +314,8 @@ func (c *serveConfig) hostConfig() (host.Config, error) {
 	if c.memoryLimitPages == 0 || c.memoryLimitPages > 65536 {
 		return hc, fmt.Errorf("--memory-limit-pages %d: want 1 to 65536", c.memoryLimitPages)
 	}
-	if c.callTimeout <= 0 {
-		return hc, fmt.Errorf("--call-timeout %v: want a positive duration", c.callTimeout)
+	if c.callTimeout < 0 {
+		return hc, fmt.Errorf("--call-timeout %v: want a positive duration, or 0 for none", c.callTimeout)
 	}
 	pluginConfig, err := stringOrFile("--plugin-config", c.pluginConfig)
 	if err != nil {
@@ -310,6 +334,9 @@ func (c *serveConfig) hostConfig() (host.Config, error) {
 	hc.Instances = c.instances
 	hc.MemoryLimitPages = uint32(c.memoryLimitPages)
 	hc.CallTimeout = c.callTimeout
+	if c.callTimeout == 0 {
+		hc.CallTimeout = -1 // host: negative turns deadlines off
+	}
 	hc.CompilationCacheDir = c.compilationCache
 	hc.FailStatus = uint32(c.failureStatus)
 	return hc, nil
