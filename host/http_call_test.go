@@ -274,3 +274,44 @@ func TestHTTPCallNeedsPseudoHeaders(t *testing.T) {
 		}
 	}
 }
+
+// Calls issued from proxy_on_tick (the SDK's dispatch_call_on_tick
+// pattern) and from a shared-queue consumer, while streams enqueue work on
+// both instances: every call is answered, and no instance is ever entered
+// from two goroutines at once (run with -race).
+func TestCallsFromTimersAndQueues(t *testing.T) {
+	var hits atomic.Int64
+	up := httpUpstream(t, &hits)
+	p := loadFile(t, "plugin:tick-call", Config{Instances: 2, VMID: "tick-call",
+		PluginConfig: []byte("cluster: web\ntick_ms: 5"), Upstreams: upstreams(t, Upstream{Name: "web", URL: up.URL})})
+	var wg sync.WaitGroup
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 25; i++ {
+				s, err := p.NewHTTPStream(nil)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				s.RequestHeaders(kv(":path", fmt.Sprintf("/item/%d/%d", g, i), ":method", "GET"), true)
+				s.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	counter := func(name string) uint64 {
+		for _, m := range p.Metrics().Snapshot() {
+			if m.Name == name {
+				return m.Counter
+			}
+		}
+		return 0
+	}
+	// 100 queue items plus at least a few ticks' calls.
+	waitFor(t, "queued and ticked calls to be answered", func() bool { return counter("tick_call_responses_total") >= 110 })
+	if f, d := counter("tick_call_failures_total"), counter("tick_call_dispatch_errors_total"); f != 0 || d != 0 {
+		t.Errorf("failures %d, dispatch errors %d", f, d)
+	}
+}

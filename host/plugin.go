@@ -73,6 +73,8 @@ type Stats struct {
 	LiveStreams int64 // streams open now
 	Failures    int64 // instances poisoned so far
 	Replaced    int64 // instances replaced so far
+	// PendingCalls counts outbound HTTP and gRPC calls in flight.
+	PendingCalls int
 }
 
 // Stats reports the pool's state.
@@ -232,6 +234,9 @@ func (pl *pool) stats() Stats {
 	for _, in := range pl.slots {
 		if in != nil {
 			s.Healthy++
+			in.mu.Lock()
+			s.PendingCalls += len(in.calls)
+			in.mu.Unlock()
 		}
 	}
 	return s
