@@ -1,6 +1,8 @@
 package host
 
 import (
+	"github.com/tetratelabs/wazero/api"
+
 	"github.com/wasm-callout/wasm-callout/abi"
 )
 
@@ -37,30 +39,23 @@ type HTTPStream struct {
 // NewHTTPStream creates an HTTP context (proxy_on_context_create) on the
 // least busy healthy instance. props may be nil.
 func (p *Plugin) NewHTTPStream(props PropertySource) (*HTTPStream, error) {
-	in, err := p.pool.pick()
-	if err != nil {
-		return nil, err
-	}
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	if in.failed != nil {
-		return nil, ErrNoInstance
-	}
 	s := &HTTPStream{}
 	s.http = s
-	s.open(in, props)
+	if err := p.openStream(&s.stream, props); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
 // RequestHeaders runs proxy_on_request_headers. The pairs become the
 // request header map; their mutations are read back with Headers.
 func (s *HTTPStream) RequestHeaders(headers []abi.Pair, endOfStream bool) Result {
-	return s.headers(abi.MapHTTPRequestHeaders, phaseRequestHeaders, headers, endOfStream)
+	return s.mapCall(abi.MapHTTPRequestHeaders, phaseRequestHeaders, s.in.fns.onRequestHeaders, headers, true, endOfStream)
 }
 
 // ResponseHeaders runs proxy_on_response_headers.
 func (s *HTTPStream) ResponseHeaders(headers []abi.Pair, endOfStream bool) Result {
-	return s.headers(abi.MapHTTPResponseHeaders, phaseResponseHeaders, headers, endOfStream)
+	return s.mapCall(abi.MapHTTPResponseHeaders, phaseResponseHeaders, s.in.fns.onResponseHeaders, headers, true, endOfStream)
 }
 
 // RequestBody runs proxy_on_request_body with the size of everything
@@ -82,12 +77,12 @@ func (s *HTTPStream) ResponseBody(chunk []byte, endOfStream bool) Result {
 
 // RequestTrailers runs proxy_on_request_trailers.
 func (s *HTTPStream) RequestTrailers(trailers []abi.Pair) Result {
-	return s.trailers(abi.MapHTTPRequestTrailers, phaseRequestTrailers, trailers)
+	return s.mapCall(abi.MapHTTPRequestTrailers, phaseRequestTrailers, s.in.fns.onRequestTrailers, trailers, false, false)
 }
 
 // ResponseTrailers runs proxy_on_response_trailers.
 func (s *HTTPStream) ResponseTrailers(trailers []abi.Pair) Result {
-	return s.trailers(abi.MapHTTPResponseTrailers, phaseResponseTrailers, trailers)
+	return s.mapCall(abi.MapHTTPResponseTrailers, phaseResponseTrailers, s.in.fns.onResponseTrailers, trailers, false, false)
 }
 
 // Headers returns a snapshot of the stream's header or trailer map of type
@@ -155,7 +150,10 @@ func (s *HTTPStream) Close() {
 	)
 }
 
-func (s *HTTPStream) headers(m abi.MapType, ph phase, pairs []abi.Pair, eos bool) Result {
+// mapCall installs pairs as map m and runs fn(context, number of pairs)
+// for a headers (isHeaders, adding end_of_stream from ABI 0.2.0 on) or
+// trailers callback.
+func (s *HTTPStream) mapCall(m abi.MapType, ph phase, fn api.Function, pairs []abi.Pair, isHeaders, eos bool) Result {
 	in := s.in
 	in.mu.Lock()
 	defer in.mu.Unlock()
@@ -163,39 +161,19 @@ func (s *HTTPStream) headers(m abi.MapType, ph phase, pairs []abi.Pair, eos bool
 	if r, done := s.precheck(); done {
 		return r
 	}
-	fn := in.fns.onRequestHeaders
-	if m == abi.MapHTTPResponseHeaders {
-		fn = in.fns.onResponseHeaders
+	if !isHeaders {
+		// FilterTrailersStatus: 0 continues, anything else stops.
+		raw, err := s.invoke(ph, fn, uint64(len(pairs)))
+		return s.finish(streamOf(ph), abi.BodyAction(uint32(raw)), err)
 	}
 	var raw uint64
 	var err error
-	in.frame, in.phase = &s.stream, ph
 	if in.arity == 2 {
-		raw, err = in.callCtx(fn, s.id, uint64(len(pairs)))
+		raw, err = s.invoke(ph, fn, uint64(len(pairs)))
 	} else {
-		raw, err = in.callCtx(fn, s.id, uint64(len(pairs)), boolArg(eos))
+		raw, err = s.invoke(ph, fn, uint64(len(pairs)), boolArg(eos))
 	}
-	in.frame, in.phase = nil, phaseNone
 	return s.finish(streamOf(ph), abi.HeadersAction(uint32(raw)), err)
-}
-
-func (s *HTTPStream) trailers(m abi.MapType, ph phase, pairs []abi.Pair) Result {
-	in := s.in
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	s.maps[m] = newHeaderMap(pairs)
-	if r, done := s.precheck(); done {
-		return r
-	}
-	fn := in.fns.onRequestTrailers
-	if m == abi.MapHTTPResponseTrailers {
-		fn = in.fns.onResponseTrailers
-	}
-	in.frame, in.phase = &s.stream, ph
-	raw, err := in.callCtx(fn, s.id, uint64(len(pairs)))
-	in.frame, in.phase = nil, phaseNone
-	// FilterTrailersStatus: 0 continues, anything else stops.
-	return s.finish(streamOf(ph), abi.BodyAction(uint32(raw)), err)
 }
 
 func streamOf(ph phase) abi.StreamType {

@@ -31,6 +31,31 @@ type stream struct {
 	notify chan struct{}
 }
 
+// openStream creates s on the least busy healthy instance of p.
+func (p *Plugin) openStream(s *stream, props PropertySource) error {
+	in, err := p.pool.pick()
+	if err != nil {
+		return err
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.failed != nil {
+		return ErrNoInstance
+	}
+	s.open(in, props)
+	return nil
+}
+
+// invoke runs one of the stream's callbacks, fn(id, params...), in callback
+// phase ph. Caller holds in.mu.
+func (s *stream) invoke(ph phase, fn api.Function, params ...uint64) (uint64, error) {
+	in := s.in
+	in.frame, in.phase = s, ph
+	raw, err := in.callCtx(fn, s.id, params...)
+	in.frame, in.phase = nil, phaseNone
+	return raw, err
+}
+
 // open registers a new context on in and calls proxy_on_context_create.
 // Caller holds in.mu.
 func (s *stream) open(in *instance, props PropertySource) {
@@ -193,7 +218,6 @@ func (s *stream) finish(dir abi.StreamType, action abi.Action, err error) Result
 // A Pause keeps them for the next call, which then sees the total. Caller
 // holds mu.
 func (s *stream) bodyCall(b *body, dir abi.StreamType, ph phase, fn api.Function, chunk []byte, eos bool) Result {
-	in := s.in
 	if len(b.buf) == 0 {
 		// Alias the caller's chunk; the capacity is clipped so that any
 		// growth copies instead of writing into the caller's array.
@@ -209,9 +233,7 @@ func (s *stream) bodyCall(b *body, dir abi.StreamType, ph phase, fn api.Function
 		}
 		return r
 	}
-	in.frame, in.phase = s, ph
-	raw, err := in.callCtx(fn, s.id, uint64(len(b.buf)), boolArg(eos))
-	in.frame, in.phase = nil, phaseNone
+	raw, err := s.invoke(ph, fn, uint64(len(b.buf)), boolArg(eos))
 	r := s.finish(dir, abi.BodyAction(uint32(raw)), err)
 	if r.Action == abi.ActionContinue && r.LocalResponse == nil && !r.Close {
 		r.Body, r.BodyModified = b.buf, b.modified

@@ -19,18 +19,11 @@ type TCPStream struct {
 // NewTCPStream creates a TCP context (proxy_on_context_create) on the least
 // busy healthy instance. Call NewConnection next. props may be nil.
 func (p *Plugin) NewTCPStream(props PropertySource) (*TCPStream, error) {
-	in, err := p.pool.pick()
-	if err != nil {
-		return nil, err
-	}
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	if in.failed != nil {
-		return nil, ErrNoInstance
-	}
 	s := &TCPStream{}
 	s.tcp = s
-	s.open(in, props)
+	if err := p.openStream(&s.stream, props); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -43,9 +36,7 @@ func (s *TCPStream) NewConnection() Result {
 	if r, done := s.precheck(); done {
 		return r
 	}
-	in.frame = &s.stream
-	raw, err := in.callCtx(in.fns.onNewConnection, s.id)
-	in.frame = nil
+	raw, err := s.invoke(phaseNone, in.fns.onNewConnection)
 	return s.finish(abi.StreamDownstream, abi.BodyAction(uint32(raw)), err)
 }
 
@@ -85,9 +76,7 @@ func (s *TCPStream) closeCallback(downstream bool, peer abi.PeerType) {
 	if downstream {
 		fn = in.fns.onDownstreamClose
 	}
-	in.frame = &s.stream
-	_, err := in.callCtx(fn, s.id, uint64(peer))
-	in.frame = nil
+	_, err := s.invoke(phaseNone, fn, uint64(peer))
 	in.flushActions(&s.stream)
 	s.acts = actions{}
 	if err != nil {
