@@ -129,6 +129,7 @@ func newInstance(ctx context.Context, p *Plugin, slot int) (*instance, error) {
 		return nil, fmt.Errorf("instantiate: %w", err)
 	}
 	in.mod = mod
+	liveInstances.Add(1)
 	in.mem = mod.Memory()
 	in.lookupCallbacks()
 
@@ -420,9 +421,31 @@ func (in *instance) shutdown(wait time.Duration) {
 	in.stop()
 }
 
+// stopped reports whether stop has run: the module is closed.
+func (in *instance) stopped() bool {
+	select {
+	case <-in.closed:
+		return true
+	default:
+		return false
+	}
+}
+
+// liveInstances counts instances instantiated and not yet stopped, across
+// every plugin of the process.
+var liveInstances atomic.Int64
+
+// LiveInstances returns how many plugin instances, of every plugin in the
+// process, are instantiated and not yet stopped. A closed plugin leaves
+// none: tests use it to check that replaced plugins release their VMs.
+func LiveInstances() int64 { return liveInstances.Load() }
+
 // stop closes the module and the executor. It is idempotent.
 func (in *instance) stop() {
 	in.stopOnce.Do(func() {
+		if in.mod != nil {
+			liveInstances.Add(-1)
+		}
 		close(in.closed)
 		for _, c := range in.calls {
 			c.cancel()

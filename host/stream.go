@@ -78,7 +78,7 @@ func (s *stream) open(in *instance, props PropertySource) {
 // instance failed, then forgets the context. Caller holds in.mu.
 func (s *stream) end(callbacks ...func() error) {
 	in := s.in
-	if in.failed == nil && s.failed == nil {
+	if in.failed == nil && s.failed == nil && !in.stopped() {
 		in.frame, in.phase = s, phaseLog
 		for _, cb := range callbacks {
 			if cb() != nil {
@@ -145,6 +145,10 @@ func (s *stream) precheck() (Result, bool) {
 	case s.in.failed != nil:
 		s.failed = s.in.failed
 		return s.failure(s.failed), true
+	case s.in.stopped():
+		// The plugin was closed under the stream (Plugin.Close).
+		s.failed = errClosed
+		return s.failure(s.failed), true
 	}
 	return Result{}, false
 }
@@ -166,6 +170,24 @@ func (s *stream) failure(err error) Result {
 		Failure:       err,
 		LocalResponse: &LocalResponse{Status: cfg.FailStatus, Details: "wasm_fail_stream", GRPCStatus: 14},
 	}
+}
+
+// Fail applies the failure policy to the stream from outside, as if its
+// instance had failed with err: the stream receives an EventFailed with the
+// policy's Result (fail-closed: a local response, or a close for TCP;
+// fail-open: continue), its outbound calls are cancelled, and the plugin is
+// never called for it again, not even when it is closed. A server uses it
+// to let go of a plugin it is retiring. It does nothing if the stream is
+// closed or has failed already. It must not be called from inside a
+// callback of the stream's plugin.
+func (s *stream) Fail(err error) {
+	s.in.mu.Lock()
+	defer s.in.mu.Unlock()
+	if s.closed || s.failed != nil {
+		return
+	}
+	s.in.cancelCalls(s.id)
+	s.instanceFailed(err)
 }
 
 // instanceFailed is called by instance.fail for every live stream. The
