@@ -367,9 +367,9 @@ func TestModes(t *testing.T) {
 			h:    testbed, req: withTrailers(post("buffer-body,echo-headers,trailers", "abc", "def")),
 			cfg: envoytest.Config{ObservabilityMode: true, DeferredCloseTimeout: 50 * time.Millisecond,
 				ProcessingMode: mode(streamed, streamed, true)},
-			setup: func() { seen = counter(testbed.srv.plugin, "testbed_requests_total") },
+			setup: func() { seen = counter(testbed.srv.Plugin(), "testbed_requests_total") },
 			check: func(t *testing.T, res *envoytest.Result) {
-				if n := counter(testbed.srv.plugin, "testbed_requests_total"); n != seen+1 {
+				if n := counter(testbed.srv.Plugin(), "testbed_requests_total"); n != seen+1 {
 					t.Error("the plugin never saw the request")
 				}
 				if n := len(res.Transcript.Responses()); n != 0 {

@@ -222,7 +222,7 @@ func waitIdle(t *testing.T, h *harness) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		s, ps := h.srv.Stats(), h.srv.plugin.Stats()
+		s, ps := h.srv.Stats(), h.srv.Plugin().Stats()
 		if s.StreamsActive == 0 && ps.LiveStreams == 0 {
 			return
 		}
@@ -250,7 +250,7 @@ func TestStreamEnds(t *testing.T) {
 	if err := st.Send(reqHeaders(false, ":path", "/", "x-testbed", "pause-headers")); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { return h.srv.plugin.Stats().LiveStreams > 0 })
+	waitFor(t, func() bool { return h.srv.Plugin().Stats().LiveStreams > 0 })
 	scancel()
 	waitIdle(t, h)
 

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"log/slog"
 	"math"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,7 +15,6 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 
-	"github.com/wasm-callout/wasm-callout/abi"
 	"github.com/wasm-callout/wasm-callout/host"
 )
 
@@ -57,8 +55,9 @@ func GRPCServerOptions() []grpc.ServerOption {
 
 // Options configure a Server. Only Plugin is required.
 type Options struct {
-	// Plugin runs every stream. Its failure policy and fail status
-	// (host.Config) also apply when no instance is available.
+	// Plugin runs every stream until Swap replaces it (generation 1). Its
+	// failure policy and fail status (host.Config) also apply when no
+	// instance is available.
 	Plugin *host.Plugin
 	// Logger receives the server's logs; nil means slog.Default().
 	Logger *slog.Logger
@@ -97,6 +96,12 @@ type Options struct {
 	// HealthInterval is how often the gRPC health status follows the
 	// plugin's pool; 0 means one second.
 	HealthInterval time.Duration
+
+	// DrainTimeout bounds how long a plugin generation replaced by Swap
+	// keeps serving the streams that started on it; the streams still open
+	// then get its failure policy, and it closes. 0 means
+	// DefaultDrainTimeout.
+	DrainTimeout time.Duration
 }
 
 // Stats count what the server has done since it started.
@@ -125,6 +130,19 @@ type Stats struct {
 	// TimeoutOverrides counts override_message_timeout messages sent
 	// while a plugin's outbound call was out.
 	TimeoutOverrides int64
+
+	// Generation is the plugin generation new streams start on: 1 for
+	// Options.Plugin, one more per Swap.
+	Generation uint64
+	// Swaps counts switches to a new generation. ReloadFailures counts
+	// Reload calls whose new generation failed to prepare, leaving the
+	// current one serving.
+	Swaps, ReloadFailures int64
+	// DrainingGenerations counts replaced generations not yet closed.
+	DrainingGenerations int64
+	// DrainExpired counts streams given the failure policy because the
+	// drain timeout of the generation they started on ran out.
+	DrainExpired int64
 }
 
 type counters struct {
@@ -141,13 +159,11 @@ type Server struct {
 	extprocv3.UnimplementedExternalProcessorServer
 
 	opts   Options
-	plugin *host.Plugin
 	log    *slog.Logger
 	health *health.Server
 
-	// wantBody says, per direction, whether the plugin exports the body
-	// callback (for mode_override).
-	wantBody [2]bool
+	// gens holds the current plugin generation (see generations.go).
+	gens generations
 
 	draining atomic.Bool
 	stats    counters
@@ -178,16 +194,16 @@ func New(opts Options) (*Server, error) {
 	if opts.HealthInterval <= 0 {
 		opts.HealthInterval = time.Second
 	}
+	if opts.DrainTimeout <= 0 {
+		opts.DrainTimeout = DefaultDrainTimeout
+	}
 	s := &Server{
 		opts:   opts,
-		plugin: opts.Plugin,
 		log:    opts.Logger,
 		health: health.NewServer(),
 		stop:   make(chan struct{}),
 	}
-	cbs := opts.Plugin.Info().Callbacks
-	s.wantBody[abi.StreamHTTPRequest] = slices.Contains(cbs, abi.OnRequestBody)
-	s.wantBody[abi.StreamHTTPResponse] = slices.Contains(cbs, abi.OnResponseBody)
+	s.gens.cur.Store(newGeneration(1, opts.Plugin))
 	s.updateHealth()
 	s.wg.Add(1)
 	go s.watchHealth()
@@ -205,15 +221,18 @@ func (s *Server) Register(g *grpc.Server) {
 // acquire returns the plugin a new stream runs on for its whole life, and a
 // release to call when the stream ends. Every stream, HTTP or TCP, gets its
 // plugin here, so that swapping plugins can let in-flight streams finish
-// on the generation they started on.
+// on the generation they started on. release is idempotent. A stream that
+// can stop using its plugin when the drain timeout runs out should use
+// acquireLease instead, and watch its expired channel.
 func (s *Server) acquire() (*host.Plugin, func()) {
-	return s.plugin, func() {}
+	l := s.acquireLease()
+	return l.gen.plugin, l.release
 }
 
 // Ready reports whether the server should receive traffic: it is not
 // draining and at least one plugin instance is healthy.
 func (s *Server) Ready() bool {
-	return !s.draining.Load() && s.plugin.Stats().Healthy > 0
+	return !s.draining.Load() && s.Plugin().Stats().Healthy > 0
 }
 
 // Drain marks the server not ready (HTTP readiness and gRPC health answer
@@ -223,10 +242,13 @@ func (s *Server) Drain() {
 	s.health.Shutdown()
 }
 
-// Close stops the health goroutine and marks the server not serving. It
-// does not stop gRPC servers or close the plugin; their owner does.
+// Close stops the health goroutine, marks the server not serving and
+// closes the plugin generations replaced by Swap, giving the streams still
+// on them the failure policy. It does not stop gRPC servers or close the
+// current plugin (Plugin); their owner does.
 func (s *Server) Close() {
 	s.Drain()
+	s.closeGenerations()
 	s.stopOnce.Do(func() { close(s.stop) })
 	s.wg.Wait()
 }
@@ -246,6 +268,12 @@ func (s *Server) Stats() Stats {
 		DuplicateEOS:       c.duplicateEOS.Load(),
 		LostBodyBytes:      c.lostBodyBytes.Load(),
 		TimeoutOverrides:   c.timeoutOverrides.Load(),
+
+		Generation:          s.gens.cur.Load().id,
+		Swaps:               s.gens.swaps.Load(),
+		ReloadFailures:      s.gens.reloadFailures.Load(),
+		DrainingGenerations: s.gens.draining.Load(),
+		DrainExpired:        s.gens.expiredStreams.Load(),
 	}
 }
 

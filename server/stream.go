@@ -121,8 +121,10 @@ type stream struct {
 	log *slog.Logger
 	// plugin is the generation this stream runs on, from first message to
 	// end, whatever happens to the server's current plugin meanwhile.
+	// lease holds it; expired is the lease's expiry, nil once handled.
 	plugin  *host.Plugin
-	release func()
+	lease   *lease
+	expired <-chan struct{}
 	hs      *host.HTTPStream
 	props   attributeSource
 	dirs    [2]*direction
@@ -153,8 +155,9 @@ func (s *Server) Process(gs extprocv3.ExternalProcessor_ProcessServer) (err erro
 	s.stats.streamsActive.Add(1)
 	defer s.stats.streamsActive.Add(-1)
 	st := &stream{srv: s, gs: gs, log: s.log}
-	st.plugin, st.release = s.acquire()
-	defer st.release()
+	st.lease = s.acquireLease()
+	st.plugin, st.expired = st.lease.gen.plugin, st.lease.expired()
+	defer func() { st.lease.release() }() // expire may move the stream
 	st.dirs[abi.StreamHTTPRequest] = &direction{typ: abi.StreamHTTPRequest, name: "request",
 		headersMap: abi.MapHTTPRequestHeaders, trailersMap: abi.MapHTTPRequestTrailers}
 	st.dirs[abi.StreamHTTPResponse] = &direction{typ: abi.StreamHTTPResponse, name: "response",
@@ -224,6 +227,8 @@ func (st *stream) run() error {
 			if err := st.events(); err != nil {
 				return err
 			}
+		case <-st.expired:
+			st.expire()
 		case <-ctx.Done():
 			return nil
 		}
@@ -235,6 +240,30 @@ func (st *stream) run() error {
 			return nil
 		}
 	}
+}
+
+// expire lets go of the stream's plugin generation, replaced and past its
+// drain timeout. A stream that has not created its plugin context yet moves
+// to the current generation, since nothing of it lives in the old one.
+// Otherwise the host fails the stream as it would on an instance failure:
+// an EventFailed, handled like any other, brings the failure policy
+// (fail-closed: the fail status; fail-open: continue without the plugin),
+// and the plugin is never called for this stream again, so the lease is
+// released at once and the generation can close.
+func (st *stream) expire() {
+	st.expired = nil
+	if st.hs == nil && !st.noPlugin {
+		old := st.lease
+		st.lease = st.srv.acquireLease()
+		st.plugin, st.expired = st.lease.gen.plugin, st.lease.expired()
+		old.release()
+		return
+	}
+	if st.hs != nil {
+		st.srv.gens.expiredStreams.Add(1)
+		st.hs.Fail(ErrDrainTimeout)
+	}
+	st.lease.release()
 }
 
 func (st *stream) waiting() bool {
@@ -573,7 +602,7 @@ func (st *stream) modeOverride() *filterv3.ProcessingMode {
 		return nil
 	}
 	want := func(d *direction) bool {
-		return st.srv.wantBody[d.typ] && d.mode == filterv3.ProcessingMode_NONE && !d.answeredHeaders && !d.headersEOS
+		return st.lease.gen.wantBody[d.typ] && d.mode == filterv3.ProcessingMode_NONE && !d.answeredHeaders && !d.headersEOS
 	}
 	wantReq, wantResp := want(req), want(resp)
 	if !wantReq && !wantResp {
