@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"io"
+	"os"
 
 	"github.com/wasm-callout/wasm-callout/internal/gobuild"
 )
@@ -10,6 +11,13 @@ import (
 // run dispatches subcommands. It is main without the process: tests call it
 // with their own arguments and writers.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return runWithReload(ctx, args, stdout, stderr, nil)
+}
+
+// runWithReload is run with a channel on which every value asks the serve
+// command to reload its plugin: main relays SIGHUP there, tests send their
+// own values.
+func runWithReload(ctx context.Context, args []string, stdout, stderr io.Writer, reload <-chan os.Signal) error {
 	if len(args) > 0 {
 		switch args[0] {
 		case "build":
@@ -18,5 +26,5 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return inspect(ctx, args[1:], stdout, stderr)
 		}
 	}
-	return serve(ctx, args, stdout, stderr)
+	return serve(ctx, args, stdout, stderr, reload)
 }

@@ -38,6 +38,7 @@ type serveConfig struct {
 	addr, tlsAddr, healthAddr string
 	cert, key, clientCA       string
 	shutdownTimeout           time.Duration
+	watch, drainTimeout       time.Duration
 
 	failurePolicy string
 	failureStatus uint
@@ -92,6 +93,10 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.StringVar(&c.clientCA, "client-ca", "", "CA bundle (PEM) that client certificates must chain to; turns on mutual TLS")
 	fs.StringVar(&c.healthAddr, "health-addr", ":8000", "HTTP health address: /healthz (live) and /readyz (ready) (empty disables)")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 15*time.Second, "on SIGINT/SIGTERM, how long open streams may finish before they are cut")
+	fs.DurationVar(&c.watch, "watch", 0, "poll the plugin file and @FILE configurations this often and reload when their content (sha256) changes, "+
+		"following symlinks afresh each time (Kubernetes ConfigMaps); 0 turns polling off. SIGHUP and POST /reload on --health-addr reload too")
+	fs.DurationVar(&c.drainTimeout, "drain-timeout", server.DefaultDrainTimeout, "after a reload, how long requests already running may finish "+
+		"on the replaced plugin before they get the failure policy")
 	fs.StringVar(&c.failurePolicy, "failure-policy", "fail-closed", "when the plugin fails (trap, timeout, memory) or has no healthy instance: "+
 		"fail-closed answers with --failure-status, fail-open lets the request continue without the plugin")
 	fs.UintVar(&c.failureStatus, "failure-status", 500, "HTTP status of the fail-closed response")
@@ -108,8 +113,9 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 
 // serve runs the ext_proc server until ctx is cancelled. It prints one
 // "wasm-callout: listening KIND ADDR" line per listener to stdout (KIND is
-// grpc, grpc-tls or health) once it accepts connections there.
-func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+// grpc, grpc-tls or health) once it accepts connections there. Every value
+// received on hup (SIGHUP in main; nil for none) reloads the plugin.
+func serve(ctx context.Context, args []string, stdout, stderr io.Writer, hup <-chan os.Signal) error {
 	if len(args) > 0 && args[0] == "serve" {
 		args = args[1:]
 	}
@@ -138,6 +144,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 
 	// Liveness answers while the plugin loads; readiness once it serves.
+	// The admin endpoints (POST /reload, GET /plugin) share the address.
+	rl := newReloader(ctx, c, logger)
 	var srvp atomic.Pointer[server.Server]
 	var healthSrv *http.Server
 	if c.healthAddr != "" {
@@ -145,7 +153,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("health listener: %w", err)
 		}
-		healthSrv = &http.Server{Handler: healthHandler(&srvp), ReadHeaderTimeout: 5 * time.Second}
+		healthSrv = &http.Server{Handler: healthHandler(&srvp, rl.routes), ReadHeaderTimeout: 5 * time.Second}
 		go healthSrv.Serve(lis)
 		defer healthSrv.Close()
 		listening(stdout, logger, "health", lis.Addr())
@@ -158,22 +166,21 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	defer upstreams.Close()
 	hc.Upstreams = upstreams
 
-	wasm, err := os.ReadFile(c.plugin)
-	if err != nil {
-		return err
-	}
-	start := time.Now()
-	plugin, err := host.Load(ctx, wasm, hc)
+	// One metrics registry for every generation: values survive reloads.
+	hc.Metrics = host.NewMetrics()
+	rl.base = hc
+	plugin, err := rl.start()
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil // cancelled while loading
 		}
-		return fmt.Errorf("loading %s: %w", c.plugin, err)
+		return err
 	}
-	defer plugin.Close(context.Background())
-	info := plugin.Info()
-	logger.Info("plugin loaded", "plugin", hc.Name, "path", c.plugin, "abi", info.ABI, "toolchain", info.Toolchain,
-		"instances", plugin.Stats().Instances, "failure_policy", hc.FailurePolicy, "took", time.Since(start).Round(time.Millisecond))
+	// The server owns the plugins it replaces; the one current at the end
+	// is closed here, after the server.
+	current := func() *host.Plugin { return plugin }
+	defer func() { current().Close(context.Background()) }()
+	logger.Info("plugin loaded", "plugin", hc.Name, "path", c.plugin, "failure_policy", hc.FailurePolicy)
 
 	srv, err := server.New(server.Options{
 		Plugin:              plugin,
@@ -183,10 +190,12 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		MutationRules:       server.MutationRules{AllowAllRouting: c.allowRouting, AllowEnvoy: c.allowEnvoy},
 		MessageTimeout:      c.messageTimeout,
 		MaxMessageTimeout:   c.maxMessageTimeout,
+		DrainTimeout:        c.drainTimeout,
 	})
 	if err != nil {
 		return err
 	}
+	current = srv.Plugin
 	defer srv.Close()
 
 	var servers []*grpc.Server
@@ -227,6 +236,17 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return errors.New("no gRPC listener: set --addr, or --tls-addr with --cert and --key")
 	}
 	srvp.Store(srv)
+	rl.serving(srv)
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		rl.watch(watchCtx, c.watch, hup)
+	}()
+	defer func() {
+		stopWatch()
+		<-watchDone
+	}()
 
 	var serveErr error
 	select {
@@ -235,11 +255,13 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case serveErr = <-errc:
 		logger.Error("gRPC server failed; shutting down", "err", serveErr)
 	}
+	rl.serving(nil) // reloads answer 503 from now on
 	srv.Drain()
 	gracefulStop(servers, c.shutdownTimeout, logger)
 	st := srv.Stats()
 	logger.Info("stopped", "streams", st.StreamsStarted, "immediate_responses", st.ImmediateResponses,
-		"plugin_failures", st.PluginFailures, "protocol_errors", st.ProtocolErrors, "dropped_mutations", st.DroppedMutations)
+		"plugin_failures", st.PluginFailures, "protocol_errors", st.ProtocolErrors, "dropped_mutations", st.DroppedMutations,
+		"generation", st.Generation, "reload_failures", st.ReloadFailures)
 	return serveErr
 }
 
@@ -276,9 +298,12 @@ func listening(stdout io.Writer, logger *slog.Logger, kind string, addr net.Addr
 
 // healthHandler serves /healthz (200 while the process runs) and /readyz
 // (200 once the plugin's pool is started, while an instance is healthy and
-// until shutdown begins).
-func healthHandler(srv *atomic.Pointer[server.Server]) http.Handler {
+// until shutdown begins), and whatever routes adds (the admin endpoints).
+func healthHandler(srv *atomic.Pointer[server.Server], routes ...func(*http.ServeMux)) http.Handler {
 	mux := http.NewServeMux()
+	for _, add := range routes {
+		add(mux)
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		io.WriteString(w, "ok\n")
 	})
@@ -316,6 +341,12 @@ func (c *serveConfig) hostConfig() (host.Config, error) {
 	}
 	if c.callTimeout < 0 {
 		return hc, fmt.Errorf("--call-timeout %v: want a positive duration, or 0 for none", c.callTimeout)
+	}
+	if c.watch < 0 {
+		return hc, fmt.Errorf("--watch %v: want a poll interval, or 0 for none", c.watch)
+	}
+	if c.drainTimeout <= 0 {
+		return hc, fmt.Errorf("--drain-timeout %v: want a positive duration", c.drainTimeout)
 	}
 	pluginConfig, err := stringOrFile("--plugin-config", c.pluginConfig)
 	if err != nil {

@@ -208,6 +208,8 @@ func TestRunFlagErrors(t *testing.T) {
 		{[]string{"--plugin", filepath.Join(dir, "missing.wasm"), "--addr", "127.0.0.1:0", "--health-addr", ""}, "missing.wasm"},
 		{[]string{"--plugin", edgePlugin, "--addr", "", "--health-addr", ""}, "no gRPC listener"},
 		{[]string{"--plugin", edgePlugin, "extra"}, "unexpected argument"},
+		{[]string{"--plugin", edgePlugin, "--watch", "-1s"}, "--watch"},
+		{[]string{"--plugin", edgePlugin, "--drain-timeout", "0"}, "--drain-timeout"},
 		{[]string{"--no-such-flag"}, "no-such-flag"},
 	}
 	for _, tt := range tests {
