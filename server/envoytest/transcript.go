@@ -11,10 +11,12 @@ import (
 	"testing"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/encoding/prototext"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/testing/protocmp"
 )
 
 // Kind says what a transcript Entry records.
@@ -136,16 +138,13 @@ func (t Transcript) Equal(u Transcript) bool {
 		return false
 	}
 	for i := range t {
-		if !entryEqual(t[i], u[i]) {
+		a, b := t[i], u[i]
+		if a.Kind != b.Kind || a.Code != b.Code || a.Message != b.Message ||
+			!proto.Equal(a.Request, b.Request) || !proto.Equal(a.Response, b.Response) {
 			return false
 		}
 	}
 	return true
-}
-
-func entryEqual(a, b Entry) bool {
-	return a.Kind == b.Kind && a.Code == b.Code && a.Message == b.Message &&
-		proto.Equal(a.Request, b.Request) && proto.Equal(a.Response, b.Response)
 }
 
 const entryPrefix = "### "
@@ -274,32 +273,16 @@ func unOneLine(s string) string {
 	return strings.NewReplacer(`\n`, "\n", `\r`, "\r").Replace(s)
 }
 
-// Diff returns a human-readable description of the first differences
-// between want and got, or "" if they are equal.
+// Diff returns the differences between want and got as a protocmp diff
+// (messages compared field by field, in protobuf's own terms), or "" if
+// they are equal.
 func Diff(want, got Transcript) string {
 	if want.Equal(got) {
 		return ""
 	}
-	var b strings.Builder
-	n := max(len(want), len(got))
-	shown := 0
-	for i := 0; i < n && shown < 5; i++ {
-		switch {
-		case i >= len(want):
-			fmt.Fprintf(&b, "entry %d: unexpected %s\n", i+1, Transcript{got[i]}.entryText())
-			shown++
-		case i >= len(got):
-			fmt.Fprintf(&b, "entry %d: missing %s\n", i+1, Transcript{want[i]}.entryText())
-			shown++
-		case !entryEqual(want[i], got[i]):
-			fmt.Fprintf(&b, "entry %d:\n--- want\n%s+++ got\n%s", i+1, Transcript{want[i]}.entryText(), Transcript{got[i]}.entryText())
-			shown++
-		}
-	}
-	if len(want) != len(got) {
-		fmt.Fprintf(&b, "(want %d entries, got %d)\n", len(want), len(got))
-	}
-	return b.String()
+	// Bodies can be megabytes: compare bytes whole rather than element by
+	// element, which cmp would otherwise diff quadratically.
+	return cmp.Diff(want, got, protocmp.Transform(), cmp.Comparer(bytes.Equal))
 }
 
 func (t Transcript) entryText() string {
@@ -340,8 +323,9 @@ func Update() bool {
 
 // CompareGolden compares t with the golden file at path (conventionally
 // under testdata/), or rewrites the file when Update() is true. Normalize
-// the transcript first if it carries volatile fields.
-func CompareGolden(tb testing.TB, path string, t Transcript) {
+// the transcript first if it carries volatile fields. t is a Transcript or
+// an L4Transcript.
+func CompareGolden(tb testing.TB, path string, t Golden) {
 	tb.Helper()
 	if Update() {
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
@@ -359,11 +343,11 @@ func CompareGolden(tb testing.TB, path string, t Transcript) {
 	if err != nil {
 		tb.Fatalf("envoytest: %v", err)
 	}
-	want, err := UnmarshalTranscript(data)
+	d, err := t.goldenDiff(data)
 	if err != nil {
 		tb.Fatalf("envoytest: golden file %s: %v", path, err)
 	}
-	if d := Diff(want, t); d != "" {
+	if d != "" {
 		tb.Errorf("transcript differs from %s (rerun with -update if the change is intended):\n%s", path, d)
 	}
 }
