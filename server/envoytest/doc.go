@@ -39,9 +39,15 @@
 // stand-alone mode_override and flow-control messages (all treated as the
 // unhandled messages they are for the emulated Envoy version), the GRPC body
 // mode, the HTTP (non-gRPC) ext_proc service, forward_rules, per-route
-// overrides, CEL evaluation (attribute values are supplied by the test) and
-// the network (L4) ext_proc filter. The package is organised so that an L4
-// emulator can be added next to the HTTP one.
+// overrides and CEL evaluation (attribute values are supplied by the test).
+//
+// The network (L4) filter, envoy.filters.network.ext_proc, is emulated by
+// [L4Emulator] (see l4.go): one connection per [L4Emulator.Do], frames of
+// both directions sent without waiting for answers, answers checked against
+// the frames outstanding in their direction, CLOSE and CLOSE_RST, the
+// per-direction message timer, failure_mode_allow and
+// close_stream_to_ext_proc_server; [L4Result] holds the bytes each side
+// received and an [L4Transcript] for the same golden files.
 //
 // Timing: downstream and upstream data arrive according to a [Pacing]; the
 // default delivers body data after the headers answer, which is what Envoy
