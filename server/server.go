@@ -9,6 +9,7 @@ import (
 	"time"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	netprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/network_ext_proc/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -210,10 +211,12 @@ func New(opts Options) (*Server, error) {
 	return s, nil
 }
 
-// Register adds the ext_proc service, the gRPC health service (answering
-// for "" and ServiceName) and server reflection to g.
+// Register adds the ext_proc service, the network_ext_proc service
+// (NetworkProcessor), the gRPC health service (answering for "",
+// ServiceName and NetworkServiceName) and server reflection to g.
 func (s *Server) Register(g *grpc.Server) {
 	extprocv3.RegisterExternalProcessorServer(g, s)
+	netprocv3.RegisterNetworkExternalProcessorServer(g, s.NetworkProcessor())
 	healthpb.RegisterHealthServer(g, s.health)
 	reflection.Register(g)
 }
@@ -300,4 +303,5 @@ func (s *Server) updateHealth() {
 	}
 	s.health.SetServingStatus("", st)
 	s.health.SetServingStatus(ServiceName, st)
+	s.health.SetServingStatus(NetworkServiceName, st)
 }
