@@ -53,7 +53,9 @@ test: plugins
 ## Benchmarks ------------------------------------------------------------------
 # `make bench` compares wasm-callout running plugins/bin/basic.wasm with the
 # native baseline (internal/baseline) under the same Envoy-shaped load, on
-# 127.0.0.1 only; see scripts/bench.sh for the knobs (ROUNDS, DURATION, ...).
+# 127.0.0.1 only, then hot-swaps the plugin under that load (with and without
+# a compilation cache; SWAP=0 skips it); see scripts/bench.sh for the knobs
+# (ROUNDS, DURATION, SWAP_INTERVAL, ...).
 
 .PHONY: bench
 

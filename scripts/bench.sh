@@ -20,6 +20,17 @@
 #   BODY_BYTES [4096]  BASELINE_PORT [19101]  WASM_PORT [19102]
 #   WASM_HEALTH_PORT [19103]  OUT [bench-out]  GO [go]
 #   WASM [1] — WASM=0 measures the baseline only.
+#
+# Hot swap under load (SWAP=1, the default, needs wasm-callout): the same
+# headers load runs against wasm-callout while extproc-load POSTs
+# /reload every SWAP_INTERVAL (one reload at a time), in interleaved rounds
+# with a steady-state run on the same server, once on the server above
+# (no compilation cache) and once on a second one started with
+# --compilation-cache. It reports the time from each reload request to the
+# switch, the failed requests (must be 0: the script fails otherwise) and
+# the throughput during swaps relative to steady state.
+#   SWAP [1]  SWAP_ROUNDS [ROUNDS]  SWAP_DURATION [5s]  SWAP_INTERVAL [500ms]
+#   WASM_CACHE_PORT [19104]  WASM_CACHE_HEALTH_PORT [19105]
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -147,3 +158,92 @@ if [[ -n $WASM_WHY ]]; then
 	echo
 	echo "wasm-callout not measured: $WASM_WHY"
 fi
+
+# --- hot swap under load -------------------------------------------------------
+SWAP=${SWAP:-1}
+SWAP_ROUNDS=${SWAP_ROUNDS:-$ROUNDS}
+SWAP_DURATION=${SWAP_DURATION:-5s}
+SWAP_INTERVAL=${SWAP_INTERVAL:-500ms}
+WASM_CACHE_PORT=${WASM_CACHE_PORT:-19104}
+WASM_CACHE_HEALTH_PORT=${WASM_CACHE_HEALTH_PORT:-19105}
+case $SWAP_ROUNDS in ''|*[!0-9]*) echo "bench: SWAP_ROUNDS must be a number" >&2; exit 2;; esac
+if [[ $SWAP == 0 ]]; then
+	exit 0
+fi
+if [[ -z $WASM_PID ]]; then
+	echo
+	echo "hot swap not measured: wasm-callout is not running"
+	exit 0
+fi
+
+wait_ready() { # health-port pid
+	local _
+	for _ in $(seq 1 300); do
+		curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$1/readyz" 2>/dev/null && return 0
+		kill -0 "$2" 2>/dev/null || return 1
+		sleep 0.1
+	done
+	return 1
+}
+
+for p in "$WASM_CACHE_PORT" "$WASM_CACHE_HEALTH_PORT"; do
+	port_free "$p" || { log "port $p on 127.0.0.1 is in use (set WASM_CACHE_*PORT)"; exit 1; }
+done
+rm -rf "$OUT/compilation-cache"
+"$BIN/wasm-callout" --plugin plugins/bin/basic.wasm --addr "127.0.0.1:$WASM_CACHE_PORT" \
+	--health-addr "127.0.0.1:$WASM_CACHE_HEALTH_PORT" --tls-addr "" --compilation-cache "$OUT/compilation-cache" \
+	>"$OUT/wasm-callout-cache.log" 2>&1 &
+CACHE_PID=$!
+PIDS+=("$CACHE_PID")
+wait_ready "$WASM_CACHE_HEALTH_PORT" "$CACHE_PID" || {
+	log "wasm-callout --compilation-cache did not become ready (see $OUT/wasm-callout-cache.log)"; exit 1; }
+log "wasm-callout with a compilation cache ready (pid $CACHE_PID)"
+
+SWAP_RESULTS_NOCACHE=$OUT/swap-nocache.jsonl
+SWAP_RESULTS_CACHE=$OUT/swap-cache.jsonl
+: > "$SWAP_RESULTS_NOCACHE"
+: > "$SWAP_RESULTS_CACHE"
+swap_load() { # results label port pid [extra args]
+	local results=$1 label=$2 port=$3 pid=$4
+	shift 4
+	local line
+	if ! line=$("$LOAD" -addr "127.0.0.1:$port" -label "$label" -server-pid "$pid" -scenario headers \
+		-concurrency "$CONCURRENCY" -conns "$CONNS" -duration "$SWAP_DURATION" -warmup "$WARMUP" \
+		-expect-header x-wasm-callout "$@" | tee -a "$OUT/runs.log" | tail -n 1); then
+		log "$label run failed (see $OUT/runs.log)"
+		return 0
+	fi
+	printf '%s\n' "$line" >>"$results"
+}
+for round in $(seq 1 "$SWAP_ROUNDS"); do
+	log "swap round $round/$SWAP_ROUNDS"
+	swap_load "$SWAP_RESULTS_NOCACHE" steady "$WASM_PORT" "$WASM_PID"
+	swap_load "$SWAP_RESULTS_NOCACHE" swap-nocache "$WASM_PORT" "$WASM_PID" \
+		-reload-url "http://127.0.0.1:$WASM_HEALTH_PORT/reload" -reload-interval "$SWAP_INTERVAL"
+	swap_load "$SWAP_RESULTS_CACHE" steady "$WASM_CACHE_PORT" "$CACHE_PID"
+	swap_load "$SWAP_RESULTS_CACHE" swap-cache "$WASM_CACHE_PORT" "$CACHE_PID" \
+		-reload-url "http://127.0.0.1:$WASM_CACHE_HEALTH_PORT/reload" -reload-interval "$SWAP_INTERVAL"
+done
+
+echo
+echo "Hot swap under load: headers scenario, $CONCURRENCY in flight, POST /reload every $SWAP_INTERVAL (one at a time),"
+echo "$SWAP_DURATION per run after $WARMUP warm-up, medians of $SWAP_ROUNDS round(s) interleaved with steady state on the same server."
+echo
+echo "Without a compilation cache (every reload compiles):"
+"$LOAD" report -baseline steady "$SWAP_RESULTS_NOCACHE"
+echo
+echo "With --compilation-cache:"
+"$LOAD" report -baseline steady "$SWAP_RESULTS_CACHE"
+
+failed=0
+for f in "$SWAP_RESULTS_NOCACHE" "$SWAP_RESULTS_CACHE"; do
+	for n in $(grep '"label":"swap-' "$f" | grep -o '"errors":[0-9]*' | cut -d: -f2); do
+		failed=$((failed + n))
+	done
+done
+echo
+if (( failed > 0 )); then
+	echo "FAIL: $failed request(s) failed during hot swaps (see $OUT/runs.log)"
+	exit 1
+fi
+echo "failed requests during hot swaps: 0"

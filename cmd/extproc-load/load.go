@@ -51,6 +51,10 @@ type loadConfig struct {
 	serverPID    int
 	expectHeader string
 	msgTimeout   time.Duration
+	// reloadURL, when set, is POSTed every reloadInterval during the
+	// measured run (hot-swap under load; see swapper).
+	reloadURL      string
+	reloadInterval time.Duration
 }
 
 // result is the machine-readable outcome of a run (one JSON line).
@@ -74,6 +78,13 @@ type result struct {
 	CPUUsPerReq       float64 `json:"cpu_us_per_req"`
 	ClientCPUUsPerReq float64 `json:"client_cpu_us_per_req"`
 	FirstError        string  `json:"first_error,omitempty"`
+	// Reloads done during the run with -reload-url: how many succeeded,
+	// failed, and how long one took from request to switch.
+	Swaps          int     `json:"swaps,omitempty"`
+	SwapErrors     int     `json:"swap_errors,omitempty"`
+	SwapP50Ms      float64 `json:"swap_p50_ms,omitempty"`
+	SwapMaxMs      float64 `json:"swap_max_ms,omitempty"`
+	FirstSwapError string  `json:"first_swap_error,omitempty"`
 }
 
 func parseLoadFlags(args []string, stderr io.Writer) (*loadConfig, error) {
@@ -94,6 +105,9 @@ func parseLoadFlags(args []string, stderr io.Writer) (*loadConfig, error) {
 	fs.IntVar(&c.serverPID, "server-pid", 0, "server process id, for CPU per request from /proc/PID/stat")
 	fs.StringVar(&c.expectHeader, "expect-header", "", "count responses without this header as errors")
 	fs.DurationVar(&c.msgTimeout, "message-timeout", envoytest.DefaultMessageTimeout, "the emulated filter's message_timeout")
+	fs.StringVar(&c.reloadURL, "reload-url", "", "during the measured run, POST this URL (wasm-callout's http://HEALTH/reload) "+
+		"to hot-swap the plugin, one reload at a time, and report how long each took")
+	fs.DurationVar(&c.reloadInterval, "reload-interval", 500*time.Millisecond, "start a reload this often (at once if the last took longer)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -116,6 +130,10 @@ func parseLoadFlags(args []string, stderr io.Writer) (*loadConfig, error) {
 		return nil, errors.New("-message-timeout must be in (0, 1h]")
 	case c.serverPID < 0:
 		return nil, errors.New("-server-pid must be positive")
+	case c.reloadURL != "" && !strings.HasPrefix(c.reloadURL, "http://") && !strings.HasPrefix(c.reloadURL, "https://"):
+		return nil, errors.New("-reload-url must be an http or https URL")
+	case c.reloadInterval <= 0 || c.reloadInterval > maxDuration:
+		return nil, fmt.Errorf("-reload-interval must be in (0, %v]", maxDuration)
 	}
 	switch c.scenario {
 	case "headers":
@@ -204,7 +222,23 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if c.requests > 0 {
 		deadline = time.Now().Add(maxDuration)
 	}
+	stopSwaps := func() {}
+	var sw *swapper
+	if c.reloadURL != "" {
+		sw = newSwapper(c.reloadURL, c.reloadInterval)
+		sctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			sw.run(sctx)
+		}()
+		stopSwaps = func() {
+			cancel()
+			<-done
+		}
+	}
 	st, err := drive(ctx, c, emus, req, deadline, c.requests, true)
+	stopSwaps()
 	if err != nil {
 		return err
 	}
@@ -215,6 +249,9 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 	}
 	r := st.result(c, bodyBytes)
+	if sw != nil {
+		sw.fill(&r)
+	}
 	r.ServerCPUS, r.CPUUsPerReq = -1, -1
 	if c.serverPID > 0 {
 		r.ServerPID = c.serverPID
@@ -351,6 +388,12 @@ func printHuman(w io.Writer, r result) {
 		fmt.Fprintf(w, "  server cpu %.3fs: %.1f µs/request (pid %d)\n", r.ServerCPUS, r.CPUUsPerReq, r.ServerPID)
 	}
 	fmt.Fprintf(w, "  load tool cpu: %.1f µs/request\n", r.ClientCPUUsPerReq)
+	if r.Swaps+r.SwapErrors > 0 {
+		fmt.Fprintf(w, "  hot swaps %d, failed %d: request to switch p50 %.1fms  max %.1fms\n", r.Swaps, r.SwapErrors, r.SwapP50Ms, r.SwapMaxMs)
+		if r.FirstSwapError != "" {
+			fmt.Fprintf(w, "  first reload error: %s\n", r.FirstSwapError)
+		}
+	}
 }
 
 // clockTicks is USER_HZ, the unit of /proc/PID/stat times: 100 on every

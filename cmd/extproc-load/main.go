@@ -19,7 +19,9 @@
 // -concurrency requests are kept in flight (default 16) over -conns gRPC
 // connections (default 1), for -duration or -requests. With -server-pid the
 // server process's CPU time (utime+stime from /proc/PID/stat) is read before
-// and after the run and reported per request.
+// and after the run and reported per request. With -reload-url the plugin
+// is hot-swapped (POST, e.g. wasm-callout's /reload) every -reload-interval
+// during the run, and the time from each request to the switch is reported.
 //
 // The run prints a human-readable report followed by one JSON line (the last
 // line of standard output); "report" reads such lines (other lines are

@@ -71,6 +71,10 @@ type summary struct {
 	rps             float64
 	p50Ms, p99Ms    float64
 	cpuUsPerReq     float64 // -1 when unknown
+	// Hot swaps (-reload-url): totals over the rounds, the median of the
+	// rounds' median latency, and the worst.
+	swaps, swapErrors    int
+	swapP50Ms, swapMaxMs float64
 }
 
 func summarize(rs []result) []summary {
@@ -88,9 +92,15 @@ func summarize(rs []result) []summary {
 	for _, k := range order {
 		g := groups[k]
 		s := summary{label: k.label, scenario: k.scenario, rounds: len(g), cpuUsPerReq: -1}
-		var rps, p50, p99, cpu []float64
+		var rps, p50, p99, cpu, swapP50 []float64
 		for _, r := range g {
 			s.errors += r.Errors
+			s.swaps += r.Swaps
+			s.swapErrors += r.SwapErrors
+			s.swapMaxMs = max(s.swapMaxMs, r.SwapMaxMs)
+			if r.Swaps > 0 {
+				swapP50 = append(swapP50, r.SwapP50Ms)
+			}
 			rps = append(rps, r.RPS)
 			p50 = append(p50, r.P50Ms)
 			p99 = append(p99, r.P99Ms)
@@ -99,6 +109,7 @@ func summarize(rs []result) []summary {
 			}
 		}
 		s.rps, s.p50Ms, s.p99Ms = median(rps), median(p50), median(p99)
+		s.swapP50Ms = median(swapP50)
 		if len(cpu) > 0 {
 			s.cpuUsPerReq = median(cpu)
 		}
@@ -155,5 +166,24 @@ func writeReport(w io.Writer, ss []summary, base string) {
 			tput = fmt.Sprintf("%.2fx", s.rps/b.rps)
 		}
 		fmt.Fprintf(w, "  %-10s %s: cpu/request %s, throughput %s\n", s.scenario, s.label, cpu, tput)
+	}
+	writeSwaps(w, ss)
+}
+
+// writeSwaps lists the runs that hot-swapped the plugin: how many reloads,
+// how long from request to switch, and the requests that failed meanwhile.
+func writeSwaps(w io.Writer, ss []summary) {
+	header := false
+	for _, s := range ss {
+		if s.swaps+s.swapErrors == 0 {
+			continue
+		}
+		if !header {
+			fmt.Fprintf(w, "\nhot swaps under load (request to switch):\n%-14s %-10s %6s %13s %12s %12s %15s\n",
+				"label", "scenario", "swaps", "reload errors", "p50 ms", "max ms", "failed requests")
+			header = true
+		}
+		fmt.Fprintf(w, "%-14s %-10s %6d %13d %12.1f %12.1f %15d\n",
+			s.label, s.scenario, s.swaps, s.swapErrors, s.swapP50Ms, s.swapMaxMs, s.errors)
 	}
 }
