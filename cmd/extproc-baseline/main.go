@@ -5,12 +5,15 @@
 //
 // Usage:
 //
-//	extproc-baseline [-addr 127.0.0.1:9002] [-config FILE]
+//	extproc-baseline [-addr 127.0.0.1:9002] [-config FILE] [-network=false]
 //
 // -config names a file holding the plugin configuration ("name: value"
 // lines); without it the single header "x-wasm-callout: basic" is added to
-// every response. The server prints "listening on ADDR" once it accepts
-// connections and stops on SIGINT or SIGTERM.
+// every response. The same port also serves the L4 baseline,
+// envoy.service.network_ext_proc.v3.NetworkExternalProcessor: the native
+// equivalent of the plugins/tcp-count network filter (an echo that counts
+// bytes; -network=false turns it off). The server prints "listening on
+// ADDR" once it accepts connections and stops on SIGINT or SIGTERM.
 package main
 
 import (
@@ -45,6 +48,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	addr := fs.String("addr", "127.0.0.1:9002", "listen address")
 	configPath := fs.String("config", "", "plugin configuration file (\"name: value\" lines)")
+	network := fs.Bool("network", true, "also serve network_ext_proc: the native plugins/tcp-count (echo, counting bytes)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -73,6 +77,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	)
 	srv.Register(g)
+	if *network {
+		baseline.NewNetworkServer().Register(g)
+	}
 	fmt.Fprintf(stdout, "listening on %s\n", lis.Addr())
 	errc := make(chan error, 1)
 	go func() { errc <- g.Serve(lis) }()
