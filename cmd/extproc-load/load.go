@@ -20,6 +20,7 @@ import (
 	"time"
 
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	"google.golang.org/grpc"
 
 	"github.com/wasm-callout/wasm-callout/server/envoytest"
 )
@@ -93,17 +94,17 @@ func parseLoadFlags(args []string, stderr io.Writer) (*loadConfig, error) {
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.addr, "addr", "", "ext_proc server address HOST:PORT (required)")
 	fs.StringVar(&c.label, "label", "", "label recorded in the JSON line (e.g. baseline, wasm)")
-	fs.StringVar(&c.scenario, "scenario", "headers", "headers, buffered or streamed")
+	fs.StringVar(&c.scenario, "scenario", "headers", "headers, buffered, streamed or l4")
 	fs.IntVar(&c.bodyBytes, "body-bytes", 4096, "request body size for -scenario buffered")
-	fs.IntVar(&c.chunks, "chunks", 4, "body chunks for -scenario streamed")
-	fs.IntVar(&c.chunkBytes, "chunk-bytes", 1024, "chunk size for -scenario streamed")
+	fs.IntVar(&c.chunks, "chunks", 4, "body chunks for -scenario streamed; frames per direction for -scenario l4")
+	fs.IntVar(&c.chunkBytes, "chunk-bytes", 1024, "chunk size for -scenario streamed; frame size for -scenario l4")
 	fs.IntVar(&c.conns, "conns", 1, "gRPC connections (requests are spread over them)")
 	fs.IntVar(&c.concurrency, "concurrency", 16, "requests in flight")
 	fs.DurationVar(&c.duration, "duration", 5*time.Second, "run length (ignored with -requests)")
 	fs.IntVar(&c.requests, "requests", 0, "number of requests (0: run for -duration)")
 	fs.DurationVar(&c.warmup, "warmup", 0, "unmeasured warm-up before the run")
 	fs.IntVar(&c.serverPID, "server-pid", 0, "server process id, for CPU per request from /proc/PID/stat")
-	fs.StringVar(&c.expectHeader, "expect-header", "", "count responses without this header as errors")
+	fs.StringVar(&c.expectHeader, "expect-header", "", "count responses without this header as errors (HTTP scenarios)")
 	fs.DurationVar(&c.msgTimeout, "message-timeout", envoytest.DefaultMessageTimeout, "the emulated filter's message_timeout")
 	fs.StringVar(&c.reloadURL, "reload-url", "", "during the measured run, POST this URL (wasm-callout's http://HEALTH/reload) "+
 		"to hot-swap the plugin, one reload at a time, and report how long each took")
@@ -141,12 +142,12 @@ func parseLoadFlags(args []string, stderr io.Writer) (*loadConfig, error) {
 		if c.bodyBytes < 1 || c.bodyBytes > maxBodyBytes {
 			return nil, fmt.Errorf("-body-bytes must be in [1, %d]", maxBodyBytes)
 		}
-	case "streamed":
+	case "streamed", "l4":
 		if c.chunks < 1 || c.chunkBytes < 1 || c.chunks*c.chunkBytes > maxBodyBytes || c.chunks > 1<<16 {
 			return nil, fmt.Errorf("-chunks × -chunk-bytes must be in [1, %d]", maxBodyBytes)
 		}
 	default:
-		return nil, fmt.Errorf("unknown -scenario %q (headers, buffered, streamed)", c.scenario)
+		return nil, fmt.Errorf("unknown -scenario %q (headers, buffered, streamed, l4)", c.scenario)
 	}
 	return c, nil
 }
@@ -185,21 +186,22 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	cfg, req, bodyBytes := c.scenarioRequest()
 	// The load tool allocates per request; trade memory for less GC work so
 	// that more of the machine is left to the server being measured.
 	defer debug.SetGCPercent(debug.SetGCPercent(400))
-	emus := make([]*envoytest.Emulator, c.conns)
-	for i := range emus {
+	conns := make([]*grpc.ClientConn, c.conns)
+	for i := range conns {
 		conn, err := envoytest.Dial(c.addr)
 		if err != nil {
 			return err
 		}
 		defer conn.Close()
 		conn.Connect()
-		if emus[i], err = envoytest.New(conn, cfg); err != nil {
-			return err
-		}
+		conns[i] = conn
+	}
+	play, bodyBytes, err := c.player(conns)
+	if err != nil {
+		return err
 	}
 	if c.serverPID > 0 {
 		if _, err := processCPU(c.serverPID); err != nil {
@@ -207,7 +209,7 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 	}
 	if c.warmup > 0 {
-		if _, err := drive(ctx, c, emus, req, time.Now().Add(c.warmup), 0, false); err != nil {
+		if _, err := drive(ctx, c, play, time.Now().Add(c.warmup), 0, false); err != nil {
 			return err
 		}
 	}
@@ -237,7 +239,7 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			<-done
 		}
 	}
-	st, err := drive(ctx, c, emus, req, deadline, c.requests, true)
+	st, err := drive(ctx, c, play, deadline, c.requests, true)
 	stopSwaps()
 	if err != nil {
 		return err
@@ -294,10 +296,9 @@ func (s *runStats) fail(msg string) {
 	s.mu.Unlock()
 }
 
-// drive keeps c.concurrency requests in flight until the deadline or until
-// n requests (n > 0) have been issued.
-func drive(ctx context.Context, c *loadConfig, emus []*envoytest.Emulator, req *envoytest.Request,
-	deadline time.Time, n int, record bool) (*runStats, error) {
+// drive keeps c.concurrency requests (HTTP exchanges or L4 connections) in
+// flight until the deadline or until n requests (n > 0) have been issued.
+func drive(ctx context.Context, c *loadConfig, play player, deadline time.Time, n int, record bool) (*runStats, error) {
 	st := &runStats{}
 	var tickets atomic.Int64
 	var wg sync.WaitGroup
@@ -306,7 +307,6 @@ func drive(ctx context.Context, c *loadConfig, emus []*envoytest.Emulator, req *
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			emu := emus[w%len(emus)]
 			var local []time.Duration
 			for ctx.Err() == nil && time.Now().Before(deadline) {
 				if n > 0 && tickets.Add(1) > int64(n) {
@@ -314,20 +314,15 @@ func drive(ctx context.Context, c *loadConfig, emus []*envoytest.Emulator, req *
 				}
 				rctx, cancel := context.WithTimeout(ctx, requestTimeout)
 				t0 := time.Now()
-				res, err := emu.Do(rctx, req)
+				failure := play(rctx, w)
 				lat := time.Since(t0)
 				cancel()
 				if ctx.Err() != nil {
 					break
 				}
 				st.requests.Add(1)
-				switch {
-				case err != nil:
-					st.fail(err.Error())
-				case res.LocalReply != nil:
-					st.fail(fmt.Sprintf("local reply %d %s", res.LocalReply.Status, res.LocalReply.Details))
-				case c.expectHeader != "" && !res.Response.Headers.Has(c.expectHeader):
-					st.fail("response without " + c.expectHeader)
+				if failure != "" {
+					st.fail(failure)
 				}
 				if record && len(local) < maxSamples/c.concurrency {
 					local = append(local, lat)

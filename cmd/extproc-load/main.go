@@ -15,6 +15,12 @@
 //	headers   request and response headers only (default processing mode)
 //	buffered  request body of -body-bytes sent in BUFFERED mode
 //	streamed  request body of -chunks chunks of -chunk-bytes in STREAMED mode
+//	l4        one TCP connection per request through Envoy's network ext_proc
+//	          filter (envoy.service.network_ext_proc): -chunks frames of
+//	          -chunk-bytes each way, pipelined, checked to pass unchanged
+//
+// (The l4 scenario uses envoytest.L4Emulator, one Process stream per
+// connection; -expect-header applies to the HTTP scenarios only.)
 //
 // -concurrency requests are kept in flight (default 16) over -conns gRPC
 // connections (default 1), for -duration or -requests. With -server-pid the
