@@ -51,13 +51,14 @@ test: plugins
 	$(GO) test ./...
 
 ## Benchmarks ------------------------------------------------------------------
-# `make bench` compares wasm-callout running plugins/bin/basic.wasm with the
-# native baseline (internal/baseline) under the same Envoy-shaped load, on
+# `make bench` compares wasm-callout running plugins/bin/basic.wasm (and, for
+# the l4 scenario, plugins/bin/tcp-count.wasm, both rebuilt when stale) with
+# the native baseline (internal/baseline) under the same Envoy-shaped load, on
 # 127.0.0.1 only, then hot-swaps the plugin under that load (with and without
 # a compilation cache; SWAP=0 skips it); see scripts/bench.sh for the knobs
 # (ROUNDS, DURATION, SWAP_INTERVAL, ...).
 
 .PHONY: bench
 
-bench:
+bench: plugins/bin/basic.wasm plugins/bin/tcp-count.wasm
 	./scripts/bench.sh

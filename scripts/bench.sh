@@ -21,6 +21,16 @@
 #   WASM_HEALTH_PORT [19103]  OUT [bench-out]  GO [go]
 #   WASM [1] — WASM=0 measures the baseline only.
 #
+# L4 (L4=1, the default): the l4 scenario plays TCP connections through
+# Envoy's network ext_proc filter (L4_FRAMES frames of L4_FRAME_BYTES each
+# way, pipelined, one network_ext_proc stream per connection). The baseline
+# is the native echo extproc-baseline serves on the same port
+# (internal/baseline NetworkServer); wasm-callout runs a second process,
+# with plugins/bin/tcp-count.wasm, which does the same (passes data and
+# counts bytes per direction). Its ratios are reported with the others.
+#   L4 [1]  L4_FRAMES [4]  L4_FRAME_BYTES [1024]
+#   WASM_L4_PORT [19106]  WASM_L4_HEALTH_PORT [19107]
+#
 # Hot swap under load (SWAP=1, the default, needs wasm-callout): the same
 # headers load runs against wasm-callout while extproc-load POSTs
 # /reload every SWAP_INTERVAL (one reload at a time), in interleaved rounds
@@ -44,6 +54,11 @@ BODY_BYTES=${BODY_BYTES:-4096}
 BASELINE_PORT=${BASELINE_PORT:-19101}
 WASM_PORT=${WASM_PORT:-19102}
 WASM_HEALTH_PORT=${WASM_HEALTH_PORT:-19103}
+L4=${L4:-1}
+L4_FRAMES=${L4_FRAMES:-4}
+L4_FRAME_BYTES=${L4_FRAME_BYTES:-1024}
+WASM_L4_PORT=${WASM_L4_PORT:-19106}
+WASM_L4_HEALTH_PORT=${WASM_L4_HEALTH_PORT:-19107}
 OUT=${OUT:-bench-out}
 GO=${GO:-go}
 
@@ -76,7 +91,7 @@ log "building binaries into $BIN"
 "$GO" build -o "$BIN/" ./cmd/extproc-load ./cmd/extproc-baseline
 LOAD=$BIN/extproc-load
 
-for p in "$BASELINE_PORT" "$WASM_PORT" "$WASM_HEALTH_PORT"; do
+for p in "$BASELINE_PORT" "$WASM_PORT" "$WASM_HEALTH_PORT" "$WASM_L4_PORT" "$WASM_L4_HEALTH_PORT"; do
 	port_free "$p" || { log "port $p on 127.0.0.1 is in use (set *_PORT)"; exit 1; }
 done
 
@@ -123,6 +138,38 @@ if [[ -n $WASM_WHY ]]; then
 	log "NOTE: measuring the baseline only: $WASM_WHY"
 fi
 
+# --- wasm-callout with plugins/tcp-count, for the l4 scenario ------------------
+WASM_L4_PID=
+L4_WHY=
+if [[ $L4 == 0 ]]; then
+	L4_WHY="L4=0"
+elif [[ -z $WASM_PID ]]; then
+	L4_WHY="wasm-callout is not running"
+elif [[ ! -f plugins/bin/tcp-count.wasm ]] && ! "$BIN/wasm-callout" build ./plugins/tcp-count -o plugins/bin/tcp-count.wasm >"$OUT/plugin-build.log" 2>&1; then
+	L4_WHY="plugins/bin/tcp-count.wasm is missing and could not be built (see $OUT/plugin-build.log)"
+else
+	"$BIN/wasm-callout" --plugin plugins/bin/tcp-count.wasm --addr "127.0.0.1:$WASM_L4_PORT" \
+		--health-addr "127.0.0.1:$WASM_L4_HEALTH_PORT" --tls-addr "" >"$OUT/wasm-callout-l4.log" 2>&1 &
+	WASM_L4_PID=$!
+	PIDS+=("$WASM_L4_PID")
+	ready=
+	for _ in $(seq 1 100); do
+		if curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$WASM_L4_HEALTH_PORT/readyz" 2>/dev/null; then
+			ready=1
+			break
+		fi
+		kill -0 "$WASM_L4_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	if [[ -z $ready ]]; then
+		L4_WHY="wasm-callout with tcp-count did not become ready on :$WASM_L4_HEALTH_PORT/readyz (see $OUT/wasm-callout-l4.log)"
+		kill "$WASM_L4_PID" 2>/dev/null || true
+		WASM_L4_PID=
+	else
+		log "wasm-callout with tcp-count ready (pid $WASM_L4_PID)"
+	fi
+fi
+
 # --- rounds --------------------------------------------------------------------
 run_load() { # label port pid scenario-args...
 	local label=$1 port=$2 pid=$3
@@ -139,12 +186,20 @@ run_load() { # label port pid scenario-args...
 
 : > "$OUT/runs.log"
 for round in $(seq 1 "$ROUNDS"); do
-	for scenario in headers buffered; do
+	for scenario in headers buffered l4; do
+		if [[ $scenario == l4 && $L4 == 0 ]]; then
+			continue
+		fi
 		args=(-scenario "$scenario")
 		[[ $scenario == buffered ]] && args+=(-body-bytes "$BODY_BYTES")
+		[[ $scenario == l4 ]] && args+=(-chunks "$L4_FRAMES" -chunk-bytes "$L4_FRAME_BYTES")
 		log "round $round/$ROUNDS: $scenario"
 		run_load baseline "$BASELINE_PORT" "$BASELINE_PID" "${args[@]}"
-		if [[ -n $WASM_PID ]]; then
+		if [[ $scenario == l4 ]]; then
+			if [[ -n $WASM_L4_PID ]]; then
+				run_load wasm-callout "$WASM_L4_PORT" "$WASM_L4_PID" "${args[@]}"
+			fi
+		elif [[ -n $WASM_PID ]]; then
 			run_load wasm-callout "$WASM_PORT" "$WASM_PID" "${args[@]}"
 		fi
 	done
@@ -153,10 +208,17 @@ done
 echo
 echo "Envoy-shaped ext_proc load: $CONCURRENCY in flight, one stream per request, $CONNS connection(s),"
 echo "$DURATION per run after $WARMUP warm-up, medians of $ROUNDS interleaved round(s); buffered body $BODY_BYTES B."
+if [[ $L4 != 0 ]]; then
+	echo "l4: one network_ext_proc stream per TCP connection, $L4_FRAMES frames of $L4_FRAME_BYTES B each way;"
+	echo "wasm-callout runs plugins/tcp-count.wasm, the baseline its native echo."
+fi
 "$LOAD" report -baseline baseline "$RESULTS"
 if [[ -n $WASM_WHY ]]; then
 	echo
 	echo "wasm-callout not measured: $WASM_WHY"
+elif [[ -n $L4_WHY && $L4 != 0 ]]; then
+	echo
+	echo "wasm-callout l4 not measured: $L4_WHY"
 fi
 
 # --- hot swap under load -------------------------------------------------------
