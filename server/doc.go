@@ -125,4 +125,21 @@
 //     headers).
 //   - Flow control, the GRPC body mode and streamed_immediate_response are
 //     not implemented (Envoy implements none of them either).
+//
+// # network_ext_proc (L4)
+//
+// The same Server also serves envoy.service.network_ext_proc.v3
+// NetworkExternalProcessor (NetworkProcessor, registered by Register), for
+// Envoy's envoy.filters.network.ext_proc filter: one Process stream is one
+// TCP connection through the plugin's TCP context (host.TCPStream), created
+// on the first frame. read_data becomes proxy_on_downstream_data, write_data
+// proxy_on_upstream_data, end_of_stream the direction's connection-close
+// callback. Every frame gets exactly one answer, in order, with the same
+// direction's data (all of it, MODIFIED only when changed) and the frame's
+// end_of_stream; a plugin pause is answered with empty data while the host
+// holds the bytes, which go out with the answer that continues.
+// proxy_close_stream becomes connection_status CLOSE, a local response
+// CLOSE_RST; failures close the connection (fail-closed) or pass its data
+// (fail-open). docs/network.md has the full mapping and the differences
+// from the filter running inside Envoy.
 package server
