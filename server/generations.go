@@ -192,11 +192,14 @@ func (s *Server) Swap(p *host.Plugin) (uint64, error) {
 // starts the whole pool, proxy_on_vm_start and proxy_on_configure included).
 // If it fails, the current generation keeps serving: the failure is logged
 // at error, counted (Stats.ReloadFailures), kept for LastReloadError, and
-// returned. Reloads run one at a time.
+// returned. Reloads run one at a time. After Close, Reload returns
+// ErrClosed without loading.
 func (s *Server) Reload(ctx context.Context, load func(context.Context) (*host.Plugin, error)) (uint64, error) {
 	s.gens.reloadMu.Lock()
 	defer s.gens.reloadMu.Unlock()
-	start := time.Now()
+	if s.closed() {
+		return 0, ErrClosed
+	}
 	p, err := load(ctx)
 	if err == nil && p == nil {
 		err = errors.New("server: the loader returned no plugin")
@@ -205,6 +208,9 @@ func (s *Server) Reload(ctx context.Context, load func(context.Context) (*host.P
 	if err == nil {
 		if id, err = s.Swap(p); err != nil {
 			p.Close(context.Background())
+			if errors.Is(err, ErrClosed) {
+				return 0, err // closed meanwhile: not the new plugin's fault
+			}
 		}
 	}
 	if err != nil {
@@ -216,7 +222,6 @@ func (s *Server) Reload(ctx context.Context, load func(context.Context) (*host.P
 			"generation", s.gens.cur.Load().id, "err", err)
 		return 0, err
 	}
-	s.log.Info("plugin reloaded", "generation", id, "took", time.Since(start).Round(time.Millisecond))
 	return id, nil
 }
 
@@ -270,6 +275,12 @@ func (s *Server) expire(g *generation, why string) {
 		s.log.Error("streams did not let go of a replaced plugin generation; closing it under them",
 			"generation", g.id, "streams", g.refs.Load())
 	}
+}
+
+func (s *Server) closed() bool {
+	s.gens.mu.Lock()
+	defer s.gens.mu.Unlock()
+	return s.gens.closed
 }
 
 // closeGenerations stops further swaps; Close then waits for the retiring

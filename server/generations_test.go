@@ -597,8 +597,15 @@ func TestSwapErrors(t *testing.T) {
 	if s := p.Stats(); s.Healthy != 2 {
 		t.Errorf("the refused plugin was touched: %+v", s)
 	}
-	if st := h.srv.Stats(); st.Generation != 1 || st.Swaps != 0 {
-		t.Errorf("stats: %+v", st)
+	_, err := h.srv.Reload(context.Background(), func(context.Context) (*host.Plugin, error) {
+		t.Error("Reload after Close loaded a plugin")
+		return nil, errors.New("unreachable")
+	})
+	if !errors.Is(err, ErrClosed) {
+		t.Errorf("Reload after Close: %v, want ErrClosed", err)
+	}
+	if st := h.srv.Stats(); st.Generation != 1 || st.Swaps != 0 || st.ReloadFailures != 1 {
+		t.Errorf("stats: %+v; want generation 1, no swap, the one failure of the empty loader", st)
 	}
 }
 

@@ -135,13 +135,18 @@ type reloader struct {
 	// so that an admin client that goes away does not abort a reload.
 	ctx context.Context
 
-	mu  sync.Mutex // one reload at a time; guards the fields below
-	srv *server.Server
-	cur *loaded
-	// attempted is the key of the last source tried (or of the last read
-	// error), so that --watch tries a broken version once, not every poll.
+	// mu serialises reloads; it guards attempted, the key of the last
+	// source tried (or of the last read error), so that --watch tries a
+	// broken version once, not at every poll.
+	mu        sync.Mutex
 	attempted string
-	lastErr   *reloadError
+
+	// stateMu guards what GET /plugin reads, so that it answers while a
+	// reload compiles.
+	stateMu sync.Mutex
+	srv     *server.Server
+	cur     *loaded
+	lastErr *reloadError
 }
 
 // newReloader returns a reloader for c's files; set base before start.
@@ -174,7 +179,10 @@ func (r *reloader) start() (*host.Plugin, error) {
 		return nil, err
 	}
 	r.attempted = src.key()
-	r.cur = r.record(1, triggerStart, src, p, time.Since(begin))
+	cur := r.record(1, triggerStart, src, p, time.Since(begin))
+	r.stateMu.Lock()
+	r.cur = cur
+	r.stateMu.Unlock()
 	return p, nil
 }
 
@@ -191,11 +199,19 @@ func (r *reloader) record(gen uint64, trigger string, src *source, p *host.Plugi
 	return l
 }
 
-// serving hands the server to the reloader: reloads work from now on.
+// serving hands the server to the reloader: reloads work from now on
+// (until serving(nil)).
 func (r *reloader) serving(srv *server.Server) {
-	r.mu.Lock()
+	r.stateMu.Lock()
 	r.srv = srv
-	r.mu.Unlock()
+	r.stateMu.Unlock()
+}
+
+// state returns the server and the current generation.
+func (r *reloader) state() (*server.Server, *loaded) {
+	r.stateMu.Lock()
+	defer r.stateMu.Unlock()
+	return r.srv, r.cur
 }
 
 // reload reads the sources and switches to a new generation built from
@@ -203,12 +219,13 @@ func (r *reloader) serving(srv *server.Server) {
 func (r *reloader) reload(trigger string) (*loaded, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.srv == nil {
+	srv, _ := r.state()
+	if srv == nil {
 		return nil, errNotServing
 	}
 	src, err := readSource(r.c)
 	r.attempted = attemptKey(src, err)
-	return r.apply(trigger, src, err)
+	return r.apply(srv, trigger, src, err)
 }
 
 // poll reloads if the sources changed since the current generation and
@@ -216,12 +233,13 @@ func (r *reloader) reload(trigger string) (*loaded, error) {
 func (r *reloader) poll() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.srv == nil {
+	srv, cur := r.state()
+	if srv == nil {
 		return
 	}
 	src, err := readSource(r.c)
 	key := attemptKey(src, err)
-	if err == nil && key == r.cur.key() {
+	if err == nil && key == cur.key() {
 		// Back to what serves (after a broken version, say): a later
 		// change to that broken version is worth another attempt.
 		r.attempted = key
@@ -231,7 +249,7 @@ func (r *reloader) poll() {
 		return
 	}
 	r.attempted = key
-	r.apply(triggerWatch, src, err)
+	r.apply(srv, triggerWatch, src, err)
 }
 
 func attemptKey(src *source, err error) string {
@@ -244,10 +262,10 @@ func attemptKey(src *source, err error) string {
 // apply prepares and switches to the generation of src (readErr if it
 // could not be read) through the server's Reload, which logs and counts
 // failures. Caller holds mu.
-func (r *reloader) apply(trigger string, src *source, readErr error) (*loaded, error) {
+func (r *reloader) apply(srv *server.Server, trigger string, src *source, readErr error) (*loaded, error) {
 	begin := time.Now()
 	var p *host.Plugin
-	gen, err := r.srv.Reload(r.ctx, func(ctx context.Context) (*host.Plugin, error) {
+	gen, err := srv.Reload(r.ctx, func(ctx context.Context) (*host.Plugin, error) {
 		if readErr != nil {
 			return nil, readErr
 		}
@@ -256,11 +274,18 @@ func (r *reloader) apply(trigger string, src *source, readErr error) (*loaded, e
 		return p, err
 	})
 	if err != nil {
-		r.lastErr = &reloadError{Error: err.Error(), At: time.Now(), Trigger: trigger}
+		if !errors.Is(err, server.ErrClosed) {
+			r.stateMu.Lock()
+			r.lastErr = &reloadError{Error: err.Error(), At: time.Now(), Trigger: trigger}
+			r.stateMu.Unlock()
+		}
 		return nil, err
 	}
-	r.cur = r.record(gen, trigger, src, p, time.Since(begin))
-	return r.cur, nil
+	cur := r.record(gen, trigger, src, p, time.Since(begin))
+	r.stateMu.Lock()
+	r.cur = cur
+	r.stateMu.Unlock()
+	return cur, nil
 }
 
 // watch runs the triggers that do not come from HTTP until ctx is done:
@@ -300,8 +325,8 @@ type pluginStatus struct {
 }
 
 func (r *reloader) status() (*pluginStatus, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	r.stateMu.Lock()
+	defer r.stateMu.Unlock()
 	if r.srv == nil {
 		return nil, errNotServing
 	}
