@@ -61,7 +61,9 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "Usage: wasm-callout [serve] --plugin PLUGIN.wasm [flags]\n"+
 			"       wasm-callout build [flags] DIR   (see wasm-callout build -h)\n\n"+
-			"Serves a proxy-wasm plugin as an Envoy ext_proc (envoy.service.ext_proc.v3.ExternalProcessor) gRPC service.\n\nFlags:")
+			"Serves a proxy-wasm plugin as an Envoy ext_proc (envoy.service.ext_proc.v3.ExternalProcessor) gRPC service,\n"+
+			"and its TCP context as a network_ext_proc (envoy.service.network_ext_proc.v3.NetworkExternalProcessor) one,\n"+
+			"on the same ports.\n\nFlags:")
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&c.plugin, "plugin", "", "path of the proxy-wasm plugin (.wasm) to serve (required)")
