@@ -311,7 +311,10 @@ func TestHotSwapHammer(t *testing.T) {
 	}
 	// A leaked generation keeps two instances' memory (megabytes each for
 	// a Go plugin), so 100 swaps leaking would retain hundreds of MiB.
-	if heap := heapInUse(); heap > heap0+64<<20 {
+	heap := heapInUse()
+	t.Logf("after closing: %d goroutines (%d before), %d live instances (%d before), heap in use %d MiB (%d before)",
+		runtime.NumGoroutine(), goroutines0, host.LiveInstances(), instances0, heap>>20, heap0>>20)
+	if heap > heap0+64<<20 {
 		t.Errorf("heap in use grew from %d to %d MiB over %d swaps", heap0>>20, heap>>20, swaps)
 	}
 }
