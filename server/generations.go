@@ -178,12 +178,12 @@ func (s *Server) Swap(p *host.Plugin) (uint64, error) {
 	}
 	g := newGeneration(old.id+1, p)
 	s.gens.cur.Store(g)
+	s.log.Info("plugin generation switched", "generation", g.id, "replaced", old.id, "streams_on_replaced", old.refs.Load()-1)
 	s.gens.swaps.Add(1)
 	s.gens.draining.Add(1)
 	s.wg.Add(1)
 	go s.retire(old)
 	s.updateHealth()
-	s.log.Info("plugin generation switched", "generation", g.id, "replaced", old.id, "streams_on_replaced", old.refs.Load()-1)
 	return g.id, nil
 }
 
@@ -225,12 +225,12 @@ func (s *Server) Reload(ctx context.Context, load func(context.Context) (*host.P
 	return id, nil
 }
 
-// LastReloadError returns the error of the most recent failed Reload and
-// when it happened, or nil if none failed.
-func (s *Server) LastReloadError() (error, time.Time) {
+// LastReloadError returns when the most recent failed Reload happened and
+// its error, or a nil error if none failed.
+func (s *Server) LastReloadError() (time.Time, error) {
 	s.gens.errMu.Lock()
 	defer s.gens.errMu.Unlock()
-	return s.gens.lastErr, s.gens.lastErrTime
+	return s.gens.lastErrTime, s.gens.lastErr
 }
 
 // retire closes a replaced generation once its streams have ended, bounding

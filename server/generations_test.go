@@ -541,7 +541,7 @@ func TestReloadRejectsBrokenPlugin(t *testing.T) {
 			if st.Generation != 1 || st.Swaps != 0 || st.ReloadFailures != int64(i+1) {
 				t.Errorf("stats: generation %d, %d swaps, %d reload failures; want 1, 0, %d", st.Generation, st.Swaps, st.ReloadFailures, i+1)
 			}
-			if last, at := h.srv.LastReloadError(); last == nil || last.Error() != err.Error() || time.Since(at) > time.Minute {
+			if at, last := h.srv.LastReloadError(); last == nil || last.Error() != err.Error() || time.Since(at) > time.Minute {
 				t.Errorf("LastReloadError: %v at %v", last, at)
 			}
 			if n := host.LiveInstances(); n != instances0 {
