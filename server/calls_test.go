@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/wasm-callout/wasm-callout/host"
 	"github.com/wasm-callout/wasm-callout/internal/testplugins"
 	"github.com/wasm-callout/wasm-callout/server/envoytest"
@@ -152,18 +154,41 @@ func TestAuthPlugin(t *testing.T) {
 }
 
 // Calls that outlive Envoy's patience or the plugin's timeout leave
-// nothing behind: repeating them does not grow the goroutine count (pooled
-// upstream connections are reused, not added).
+// nothing behind: once the server, the plugin and the upstream client are
+// closed, the goroutine count is back where it started.
 func TestAuthPluginNoLeak(t *testing.T) {
+	base := runtime.NumGoroutine()
 	up := idp(t)
 	us, err := host.NewUpstreams([]host.Upstream{{Name: "idp", URL: up.URL}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer us.Close()
-	p := loadAuth(t, us, "cluster: idp\ntimeout_ms: 100")
-	h := start(t, Options{Plugin: p})
-	round := func() {
+	wasm, err := os.ReadFile(testplugins.Path(t, "auth"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := host.Load(context.Background(), wasm, host.Config{Name: "auth", PluginConfig: []byte("cluster: idp\ntimeout_ms: 100"),
+		Instances: 2, CompilationCacheDir: cacheDir, Logger: testLogger(), Upstreams: us})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(Options{Plugin: p, Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer(GRPCServerOptions()...)
+	srv.Register(g)
+	go g.Serve(lis)
+	conn, err := envoytest.Dial(lis.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{srv: srv, conn: conn}
+	for round := 0; round < 3; round++ {
 		var wg sync.WaitGroup
 		for _, token := range []string{"hang", "slow", "good"} {
 			for i := 0; i < 4; i++ {
@@ -177,13 +202,13 @@ func TestAuthPluginNoLeak(t *testing.T) {
 		wg.Wait()
 		waitUntil(t, "calls to end", func() bool { st := p.Stats(); return st.LiveStreams == 0 && st.PendingCalls == 0 })
 	}
-	round()
-	time.Sleep(100 * time.Millisecond)
-	base := runtime.NumGoroutine()
-	for i := 0; i < 5; i++ {
-		round()
-	}
-	waitUntil(t, fmt.Sprintf("goroutines to return to about %d", base), func() bool { return runtime.NumGoroutine() <= base+4 })
+	conn.Close()
+	g.Stop()
+	srv.Close()
+	p.Close(context.Background())
+	us.Close()
+	up.Close()
+	waitUntil(t, fmt.Sprintf("goroutines to return to %d", base), func() bool { return runtime.NumGoroutine() <= base })
 }
 
 // 200 concurrent requests each make a call through the same two

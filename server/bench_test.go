@@ -1,0 +1,56 @@
+package server
+
+import (
+	"context"
+	"io"
+	"testing"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+
+	"github.com/wasm-callout/wasm-callout/host"
+)
+
+func hdrs(kv ...string) *corev3.HeaderMap {
+	m := &corev3.HeaderMap{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		m.Headers = append(m.Headers, &corev3.HeaderValue{Key: kv[i], RawValue: []byte(kv[i+1])})
+	}
+	return m
+}
+
+// BenchmarkProcessHeaders is one headers-only ext_proc stream (request and
+// response headers) through plugins/basic over loopback gRPC, eight at a
+// time. The client runs in the same process, so compare runs of this
+// benchmark with each other, and use make bench for the server alone.
+func BenchmarkProcessHeaders(b *testing.B) {
+	p := plugin(b, "basic", host.FailClosed, "")
+	h := start(b, Options{Plugin: p})
+	c := extprocv3.NewExternalProcessorClient(h.conn)
+	req := &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{
+		Headers: hdrs(":method", "GET", ":path", "/", ":authority", "x", ":scheme", "http"), EndOfStream: true}}}
+	resp := &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseHeaders{ResponseHeaders: &extprocv3.HttpHeaders{
+		Headers: hdrs(":status", "200"), EndOfStream: true}}}
+	b.ReportAllocs()
+	b.SetParallelism(8)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			s, err := c.Process(context.Background())
+			if err != nil {
+				b.Fatal(err)
+			}
+			s.Send(req)
+			if _, err := s.Recv(); err != nil {
+				b.Fatal(err)
+			}
+			s.Send(resp)
+			if _, err := s.Recv(); err != nil {
+				b.Fatal(err)
+			}
+			s.CloseSend()
+			if _, err := s.Recv(); err != io.EOF {
+				b.Fatal(err)
+			}
+		}
+	})
+}
