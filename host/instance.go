@@ -450,6 +450,7 @@ func (in *instance) stop() {
 		for _, c := range in.calls {
 			c.cancel()
 		}
+		in.plugin.cfg.Shared.disown(in)
 		in.cancel(errClosed)
 		if in.mod != nil {
 			in.mod.Close(context.Background())

@@ -55,6 +55,19 @@ func NewSharedState() *SharedState {
 	return &SharedState{data: map[string]*sharedSpace{}, queues: map[uint32]*sharedQueue{}, byName: map[queueKey]uint32{}}
 }
 
+// disown forgets in as the owner of its queues, so that a stopped instance
+// is neither notified nor kept reachable. The items stay for the next
+// registrant (a replacement instance, or the next plugin generation).
+func (sh *SharedState) disown(in *instance) {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	for _, q := range sh.queues {
+		if q.owner == in {
+			q.owner = nil
+		}
+	}
+}
+
 // proxy_get_shared_data(key_ptr, key_size, ret_value_ptr_ptr,
 // ret_value_size_ptr, ret_cas_ptr) returns the value of key in the plugin's
 // vm_id space, in memory from the plugin's allocator, and writes its CAS

@@ -117,3 +117,30 @@ func TestSharedQueues(t *testing.T) {
 		t.Errorf("bad value pointer: %v", st)
 	}
 }
+
+// A stopped instance gives up its queues: it is no longer notified or
+// referenced, and the items wait for the next registrant.
+func TestQueueOwnerStops(t *testing.T) {
+	shared := NewSharedState()
+	reg := newHostcall(t, "proxy_register_shared_queue", Config{VMID: "vm", Shared: shared})
+	n, nl := reg.put(argA, []byte("q"))
+	if st := reg.run(nil, phaseNone, n, nl, retP); st != abi.StatusOK {
+		t.Fatal(st)
+	}
+	id := reg.u32(retP)
+	reg.in.stop()
+	shared.mu.Lock()
+	owner := shared.queues[id].owner
+	shared.mu.Unlock()
+	if owner != nil {
+		t.Fatal("the stopped instance still owns the queue")
+	}
+	enq := newHostcall(t, "proxy_enqueue_shared_queue", Config{VMID: "vm", Shared: shared})
+	p, l := enq.put(argA, []byte("kept"))
+	if st := enq.run(nil, phaseNone, uint64(id), p, l); st != abi.StatusOK {
+		t.Fatalf("enqueue without an owner: %v", st)
+	}
+	if got := len(shared.queues[id].items); got != 1 {
+		t.Fatalf("%d items kept", got)
+	}
+}
