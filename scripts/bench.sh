@@ -20,6 +20,9 @@
 #   BODY_BYTES [4096]  BASELINE_PORT [19101]  WASM_PORT [19102]
 #   WASM_HEALTH_PORT [19103]  OUT [bench-out]  GO [go]
 #   WASM [1] — WASM=0 measures the baseline only.
+#   WASM_FLAGS [] — extra flags for every wasm-callout server, for example
+#   WASM_FLAGS="--call-timeout 0" to measure with deadlines off (trusted
+#   plugins; see RATIONALE.md).
 #
 # L4 (L4=1, the default): the l4 scenario plays TCP connections through
 # Envoy's network ext_proc filter (L4_FRAMES frames of L4_FRAME_BYTES each
@@ -54,6 +57,7 @@ BODY_BYTES=${BODY_BYTES:-4096}
 BASELINE_PORT=${BASELINE_PORT:-19101}
 WASM_PORT=${WASM_PORT:-19102}
 WASM_HEALTH_PORT=${WASM_HEALTH_PORT:-19103}
+read -r -a WASM_EXTRA <<<"${WASM_FLAGS:-}"
 L4=${L4:-1}
 L4_FRAMES=${L4_FRAMES:-4}
 L4_FRAME_BYTES=${L4_FRAME_BYTES:-1024}
@@ -114,7 +118,7 @@ elif [[ ! -f plugins/bin/basic.wasm ]] && ! "$BIN/wasm-callout" build ./plugins/
 	WASM_WHY="plugins/bin/basic.wasm is missing and could not be built (see $OUT/plugin-build.log)"
 else
 	"$BIN/wasm-callout" --plugin plugins/bin/basic.wasm --addr "127.0.0.1:$WASM_PORT" \
-		--health-addr "127.0.0.1:$WASM_HEALTH_PORT" --tls-addr "" >"$OUT/wasm-callout.log" 2>&1 &
+		--health-addr "127.0.0.1:$WASM_HEALTH_PORT" --tls-addr "" ${WASM_EXTRA[@]+"${WASM_EXTRA[@]}"} >"$OUT/wasm-callout.log" 2>&1 &
 	WASM_PID=$!
 	PIDS+=("$WASM_PID")
 	ready=
@@ -149,7 +153,7 @@ elif [[ ! -f plugins/bin/tcp-count.wasm ]] && ! "$BIN/wasm-callout" build ./plug
 	L4_WHY="plugins/bin/tcp-count.wasm is missing and could not be built (see $OUT/plugin-build.log)"
 else
 	"$BIN/wasm-callout" --plugin plugins/bin/tcp-count.wasm --addr "127.0.0.1:$WASM_L4_PORT" \
-		--health-addr "127.0.0.1:$WASM_L4_HEALTH_PORT" --tls-addr "" >"$OUT/wasm-callout-l4.log" 2>&1 &
+		--health-addr "127.0.0.1:$WASM_L4_HEALTH_PORT" --tls-addr "" ${WASM_EXTRA[@]+"${WASM_EXTRA[@]}"} >"$OUT/wasm-callout-l4.log" 2>&1 &
 	WASM_L4_PID=$!
 	PIDS+=("$WASM_L4_PID")
 	ready=
@@ -253,7 +257,7 @@ for p in "$WASM_CACHE_PORT" "$WASM_CACHE_HEALTH_PORT"; do
 done
 rm -rf "$OUT/compilation-cache"
 "$BIN/wasm-callout" --plugin plugins/bin/basic.wasm --addr "127.0.0.1:$WASM_CACHE_PORT" \
-	--health-addr "127.0.0.1:$WASM_CACHE_HEALTH_PORT" --tls-addr "" --compilation-cache "$OUT/compilation-cache" \
+	--health-addr "127.0.0.1:$WASM_CACHE_HEALTH_PORT" --tls-addr "" --compilation-cache "$OUT/compilation-cache" ${WASM_EXTRA[@]+"${WASM_EXTRA[@]}"} \
 	>"$OUT/wasm-callout-cache.log" 2>&1 &
 CACHE_PID=$!
 PIDS+=("$CACHE_PID")

@@ -246,6 +246,12 @@ func (x *exchange) run() error {
 func (x *exchange) next() error {
 	select {
 	case ev := <-x.events:
+		// When the caller's context ends, the stream ends with it: both
+		// may be ready, and the stream's end must not pass for the
+		// server's doing.
+		if err := x.ctx.Err(); err != nil {
+			return err
+		}
 		x.handle(ev)
 		return nil
 	case <-x.ctx.Done():
