@@ -136,18 +136,7 @@ func (s *HTTPStream) TakeBody(dir abi.StreamType) (data []byte, modified bool) {
 // exactly once, whatever happened before (Envoy's HTTP order). A failed
 // instance is not called again. Close is idempotent.
 func (s *HTTPStream) Close() {
-	in := s.in
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	if s.closed {
-		return
-	}
-	s.closed = true
-	s.end(
-		func() error { _, err := in.callCtx(in.fns.onLog, s.id); return err },
-		func() error { _, err := in.callCtx(in.fns.onDone, s.id); return err },
-		func() error { _, err := in.callCtx(in.fns.onDelete, s.id); return err },
-	)
+	s.close(s.in.fns.onLog, s.in.fns.onDone, s.in.fns.onDelete)
 }
 
 // mapCall installs pairs as map m and runs fn(context, number of pairs)

@@ -74,18 +74,24 @@ func (s *stream) open(in *instance, props PropertySource) {
 	}
 }
 
-// end runs the final callbacks, in order, unless the stream or its
-// instance failed, then forgets the context. Caller holds in.mu.
-func (s *stream) end(callbacks ...func() error) {
+// close ends the stream exactly once: it runs the final callbacks in the
+// given order (HTTP and TCP differ), unless the stream or its instance
+// failed, cancels the stream's outbound calls, and forgets the context.
+// It is idempotent.
+func (s *stream) close(callbacks ...api.Function) {
 	in := s.in
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if s.closed {
+		return
+	}
+	s.closed = true
 	if in.failed == nil && s.failed == nil && !in.stopped() {
-		in.frame, in.phase = s, phaseLog
-		for _, cb := range callbacks {
-			if cb() != nil {
+		for _, fn := range callbacks {
+			if _, err := s.invoke(phaseLog, fn); err != nil {
 				break
 			}
 		}
-		in.frame, in.phase = nil, phaseNone
 		in.flushActions(s)
 		s.acts = actions{}
 	}

@@ -97,16 +97,5 @@ func (s *TCPStream) TakeData(dir abi.StreamType) (data []byte, modified bool) {
 // Close ends the connection's context: proxy_on_done, proxy_on_log and
 // proxy_on_delete (Envoy's TCP order), exactly once. Close is idempotent.
 func (s *TCPStream) Close() {
-	in := s.in
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	if s.closed {
-		return
-	}
-	s.closed = true
-	s.end(
-		func() error { _, err := in.callCtx(in.fns.onDone, s.id); return err },
-		func() error { _, err := in.callCtx(in.fns.onLog, s.id); return err },
-		func() error { _, err := in.callCtx(in.fns.onDelete, s.id); return err },
-	)
+	s.close(s.in.fns.onDone, s.in.fns.onLog, s.in.fns.onDelete)
 }

@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-
 	"github.com/wasm-callout/wasm-callout/host"
 	"github.com/wasm-callout/wasm-callout/internal/testplugins"
 	"github.com/wasm-callout/wasm-callout/server/envoytest"
@@ -172,22 +170,7 @@ func TestAuthPluginNoLeak(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := New(Options{Plugin: p, Logger: testLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := grpc.NewServer(GRPCServerOptions()...)
-	srv.Register(g)
-	go g.Serve(lis)
-	conn, err := envoytest.Dial(lis.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := &harness{srv: srv, conn: conn}
+	h := start(t, Options{Plugin: p})
 	for round := 0; round < 3; round++ {
 		var wg sync.WaitGroup
 		for _, token := range []string{"hang", "slow", "good"} {
@@ -202,9 +185,7 @@ func TestAuthPluginNoLeak(t *testing.T) {
 		wg.Wait()
 		waitUntil(t, "calls to end", func() bool { st := p.Stats(); return st.LiveStreams == 0 && st.PendingCalls == 0 })
 	}
-	conn.Close()
-	g.Stop()
-	srv.Close()
+	h.stop()
 	p.Close(context.Background())
 	us.Close()
 	up.Close()

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
@@ -17,8 +16,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"google.golang.org/grpc"
 
 	"github.com/wasm-callout/wasm-callout/host"
 	"github.com/wasm-callout/wasm-callout/internal/testplugins"
@@ -66,57 +63,25 @@ func loadOwned(t testing.TB, name string, cfg host.Config) *host.Plugin {
 	return p
 }
 
-// swapHarness is a server on loopback whose teardown the test controls,
-// so that it can count what is left afterwards.
+// swapHarness is a server on loopback that owns its plugins: stopping it
+// closes the current plugin too, so that tests can count what is left.
 type swapHarness struct {
-	srv  *Server
-	g    *grpc.Server
-	conn *grpc.ClientConn
-	once sync.Once
+	*harness
+	closePlugin sync.Once
 }
 
 func startSwap(t *testing.T, opts Options) *swapHarness {
 	t.Helper()
 	opts.Logger = testLogger()
-	srv, err := New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := grpc.NewServer(GRPCServerOptions()...)
-	srv.Register(g)
-	go g.Serve(lis)
-	conn, err := envoytest.Dial(lis.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := &swapHarness{srv: srv, g: g, conn: conn}
+	h := &swapHarness{harness: start(t, opts)}
 	t.Cleanup(h.stop)
 	return h
 }
 
 // stop tears everything down, the current plugin included.
 func (h *swapHarness) stop() {
-	h.once.Do(func() {
-		h.conn.Close()
-		h.g.Stop()
-		h.srv.Close()
-		h.srv.Plugin().Close(context.Background())
-	})
-}
-
-func (h *swapHarness) do(t testing.TB, cfg envoytest.Config, req *envoytest.Request) *envoytest.Result {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	res, err := envoytest.Do(ctx, h.conn, cfg, req)
-	if err != nil {
-		t.Fatalf("envoytest.Do: %v", err)
-	}
-	return res
+	h.harness.stop()
+	h.closePlugin.Do(func() { h.srv.Plugin().Close(context.Background()) })
 }
 
 func swapGet(headers ...string) *envoytest.Request {

@@ -97,8 +97,10 @@ func plugin(t testing.TB, name string, policy host.FailurePolicy, config string)
 // harness is a Server on a loopback gRPC listener.
 type harness struct {
 	srv  *Server
+	g    *grpc.Server
 	conn *grpc.ClientConn
 	addr string
+	once sync.Once
 }
 
 func start(t testing.TB, opts Options) *harness {
@@ -121,12 +123,20 @@ func start(t testing.TB, opts Options) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		conn.Close()
-		g.Stop()
-		srv.Close()
+	h := &harness{srv: srv, g: g, conn: conn, addr: lis.Addr().String()}
+	t.Cleanup(h.stop)
+	return h
+}
+
+// stop closes the client connection, the gRPC server and the Server (not
+// the plugin). Tests that count what is left call it themselves; it is
+// idempotent.
+func (h *harness) stop() {
+	h.once.Do(func() {
+		h.conn.Close()
+		h.g.Stop()
+		h.srv.Close()
 	})
-	return &harness{srv: srv, conn: conn, addr: lis.Addr().String()}
 }
 
 // do plays one exchange through the emulated Envoy.
