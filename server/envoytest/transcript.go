@@ -44,22 +44,40 @@ func (k Kind) String() string {
 	return fmt.Sprintf("Kind(%d)", int(k))
 }
 
-// Entry is one event on the side stream. Entries compare with
+// LogEntry is one event on a side stream of either service; Entry and
+// L4Entry are its ext_proc and network_ext_proc forms. Entries compare with
 // cmp.Diff(want, got, protocmp.Transform()).
-type Entry struct {
+type LogEntry[Req, Resp proto.Message] struct {
 	Kind     Kind
-	Request  *extprocv3.ProcessingRequest  // KindSent
-	Response *extprocv3.ProcessingResponse // KindReceived
-	Code     codes.Code                    // KindServerClosed
-	Message  string                        // KindServerClosed, KindEnvoyClosed
+	Request  Req        // KindSent
+	Response Resp       // KindReceived
+	Code     codes.Code // KindServerClosed
+	Message  string     // KindServerClosed, KindEnvoyClosed
 }
 
+// Log is the ordered list of events on one side stream; Transcript and
+// L4Transcript are its ext_proc and network_ext_proc forms, sharing the
+// golden file format and helpers.
+type Log[Req, Resp proto.Message] []LogEntry[Req, Resp]
+
+// Entry is one event on an ext_proc side stream.
+type Entry = LogEntry[*extprocv3.ProcessingRequest, *extprocv3.ProcessingResponse]
+
 // Transcript is the ordered list of side-stream events of one exchange.
-type Transcript []Entry
+type Transcript = Log[*extprocv3.ProcessingRequest, *extprocv3.ProcessingResponse]
+
+// present reports whether a message field of an entry is set.
+func present(m proto.Message) bool { return m != nil && m.ProtoReflect().IsValid() }
+
+// newMessage returns a new, empty message of M's type.
+func newMessage[M proto.Message]() M {
+	var zero M
+	return zero.ProtoReflect().Type().New().Interface().(M)
+}
 
 // Requests returns the ProcessingRequests in order.
-func (t Transcript) Requests() []*extprocv3.ProcessingRequest {
-	var rs []*extprocv3.ProcessingRequest
+func (t Log[Req, Resp]) Requests() []Req {
+	var rs []Req
 	for _, e := range t {
 		if e.Kind == KindSent {
 			rs = append(rs, e.Request)
@@ -69,8 +87,8 @@ func (t Transcript) Requests() []*extprocv3.ProcessingRequest {
 }
 
 // Responses returns the ProcessingResponses in order.
-func (t Transcript) Responses() []*extprocv3.ProcessingResponse {
-	var rs []*extprocv3.ProcessingResponse
+func (t Log[Req, Resp]) Responses() []Resp {
+	var rs []Resp
 	for _, e := range t {
 		if e.Kind == KindReceived {
 			rs = append(rs, e.Response)
@@ -84,20 +102,20 @@ func (t Transcript) Responses() []*extprocv3.ProcessingResponse {
 // "envoy.service.ext_proc.v3.ProcessingRequest.metadata_context", or a
 // field of a server's own messages that carries a timestamp or an id), so
 // that golden files stay stable. Envoy-close reasons are kept.
-func (t Transcript) Normalize(fields ...protoreflect.FullName) Transcript {
+func (t Log[Req, Resp]) Normalize(fields ...protoreflect.FullName) Log[Req, Resp] {
 	drop := map[protoreflect.FullName]bool{}
 	for _, f := range fields {
 		drop[f] = true
 	}
-	out := make(Transcript, len(t))
+	out := make(Log[Req, Resp], len(t))
 	for i, e := range t {
 		out[i] = e
-		if e.Request != nil {
-			out[i].Request = proto.Clone(e.Request).(*extprocv3.ProcessingRequest)
+		if present(e.Request) {
+			out[i].Request = proto.Clone(e.Request).(Req)
 			clearFields(out[i].Request.ProtoReflect(), drop)
 		}
-		if e.Response != nil {
-			out[i].Response = proto.Clone(e.Response).(*extprocv3.ProcessingResponse)
+		if present(e.Response) {
+			out[i].Response = proto.Clone(e.Response).(Resp)
 			clearFields(out[i].Response.ProtoReflect(), drop)
 		}
 	}
@@ -133,7 +151,7 @@ func clearFields(m protoreflect.Message, drop map[protoreflect.FullName]bool) {
 
 // Equal reports whether two transcripts are equal (protos compared with
 // proto.Equal).
-func (t Transcript) Equal(u Transcript) bool {
+func (t Log[Req, Resp]) Equal(u Log[Req, Resp]) bool {
 	if len(t) != len(u) {
 		return false
 	}
@@ -149,11 +167,21 @@ func (t Transcript) Equal(u Transcript) bool {
 
 const entryPrefix = "### "
 
+// isL4 reports whether the log holds network_ext_proc messages.
+func (t Log[Req, Resp]) isL4() bool {
+	var zero Req
+	return zero.ProtoReflect().Descriptor().ParentFile().Package() == "envoy.service.network_ext_proc.v3"
+}
+
 // MarshalText renders t in the golden file format: one "### N kind" line
 // per entry followed by the message in protobuf text format.
-func (t Transcript) MarshalText() []byte {
+func (t Log[Req, Resp]) MarshalText() []byte {
 	var b bytes.Buffer
-	b.WriteString("# envoytest transcript: \"### N send|recv\" + ProcessingRequest/ProcessingResponse in text format;\n")
+	if t.isL4() {
+		b.WriteString("# envoytest L4 transcript: \"### N send|recv\" + network_ext_proc ProcessingRequest/ProcessingResponse in text format;\n")
+	} else {
+		b.WriteString("# envoytest transcript: \"### N send|recv\" + ProcessingRequest/ProcessingResponse in text format;\n")
+	}
 	b.WriteString("# \"### N server-close CODE message\", \"### N envoy-close reason\".\n")
 	mo := prototext.MarshalOptions{Multiline: true, Indent: "  "}
 	for i, e := range t {
@@ -184,8 +212,13 @@ func oneLine(s string) string {
 
 // UnmarshalTranscript parses the MarshalText format.
 func UnmarshalTranscript(data []byte) (Transcript, error) {
-	var t Transcript
-	var cur *Entry
+	return unmarshalLog[*extprocv3.ProcessingRequest, *extprocv3.ProcessingResponse](data)
+}
+
+// unmarshalLog parses the MarshalText format of either service.
+func unmarshalLog[Req, Resp proto.Message](data []byte) (Log[Req, Resp], error) {
+	var t Log[Req, Resp]
+	var cur *LogEntry[Req, Resp]
 	var body bytes.Buffer
 	flush := func() error {
 		if cur == nil {
@@ -193,12 +226,12 @@ func UnmarshalTranscript(data []byte) (Transcript, error) {
 		}
 		switch cur.Kind {
 		case KindSent:
-			cur.Request = &extprocv3.ProcessingRequest{}
+			cur.Request = newMessage[Req]()
 			if err := prototext.Unmarshal(body.Bytes(), cur.Request); err != nil {
 				return fmt.Errorf("entry %d: %w", len(t)+1, err)
 			}
 		case KindReceived:
-			cur.Response = &extprocv3.ProcessingResponse{}
+			cur.Response = newMessage[Resp]()
 			if err := prototext.Unmarshal(body.Bytes(), cur.Response); err != nil {
 				return fmt.Errorf("entry %d: %w", len(t)+1, err)
 			}
@@ -226,7 +259,7 @@ func UnmarshalTranscript(data []byte) (Transcript, error) {
 		if len(f) < 2 {
 			return nil, fmt.Errorf("envoytest: transcript: bad entry line %q", line)
 		}
-		e := &Entry{}
+		e := &LogEntry[Req, Resp]{}
 		switch f[1] {
 		case "send":
 			e.Kind = KindSent
@@ -276,7 +309,9 @@ func unOneLine(s string) string {
 // Diff returns the differences between want and got as a protocmp diff
 // (messages compared field by field, in protobuf's own terms), or "" if
 // they are equal.
-func Diff(want, got Transcript) string {
+func Diff(want, got Transcript) string { return diffLog(want, got) }
+
+func diffLog[Req, Resp proto.Message](want, got Log[Req, Resp]) string {
 	if want.Equal(got) {
 		return ""
 	}
@@ -285,15 +320,12 @@ func Diff(want, got Transcript) string {
 	return cmp.Diff(want, got, protocmp.Transform(), cmp.Comparer(bytes.Equal))
 }
 
-func (t Transcript) entryText() string {
-	s := string(t.MarshalText())
-	// Drop the two header comment lines.
-	for range 2 {
-		if i := strings.IndexByte(s, '\n'); i >= 0 {
-			s = s[i+1:]
-		}
+func (t Log[Req, Resp]) goldenDiff(data []byte) (string, error) {
+	want, err := unmarshalLog[Req, Resp](data)
+	if err != nil {
+		return "", err
 	}
-	return s
+	return diffLog(want, t), nil
 }
 
 // updateFlag is -update: rewrite golden files instead of comparing. It is
