@@ -2,6 +2,8 @@ package host
 
 import (
 	"github.com/tetratelabs/wazero/api"
+
+	"github.com/wasm-callout/wasm-callout/abi"
 )
 
 // hostFunc is one function of the env module.
@@ -114,6 +116,47 @@ var envFuncs = []hostFunc{
 	fn("proxy_grpc_call", withoutMetadata("proxy_grpc_call"), status, "service_ptr", "service_size", "service_name_ptr", "service_name_size", "method_ptr", "method_size", "message_ptr", "message_size", "timeout_ms", "ret_token_ptr"),
 	fn("proxy_grpc_stream", withoutMetadata("proxy_grpc_stream"), status, "service_ptr", "service_size", "service_name_ptr", "service_name_size", "method_ptr", "method_size", "ret_token_ptr"),
 
+	// Names of the unmerged vNEXT draft, and Envoy's DNS call (draft.go).
+	fn("proxy_get_buffer", getBufferBytes, status, "buffer_type", "start", "max_size", "ret_ptr_ptr", "ret_size_ptr"),
+	fn("proxy_set_buffer", setBufferBytes, status, "buffer_type", "start", "size", "data_ptr", "data_size"),
+	fn("proxy_get_map_values", getMapValues, status, "map_type", "keys_ptr", "keys_size", "ret_ptr_ptr", "ret_size_ptr"),
+	fn("proxy_set_map_values", unimplemented, status, "map_type", "remove_keys_ptr", "remove_keys_size", "map_ptr", "map_size"),
+	fn("proxy_resume_stream", continueStreamFn, status, "stream_type"),
+	fn("proxy_resume_http_stream", continueStreamFn, status, "stream_type"),
+	fn("proxy_close_http_stream", closeStreamFn, status, "stream_type"),
+	fn("proxy_resume_downstream", resumeFixed(abi.StreamDownstream), status),
+	fn("proxy_resume_upstream", resumeFixed(abi.StreamUpstream), status),
+	fn("proxy_resume_http_request", resumeFixed(abi.StreamHTTPRequest), status),
+	fn("proxy_resume_http_response", resumeFixed(abi.StreamHTTPResponse), status),
+	fn("proxy_send_http_response", sendLocalResponse, status, "status_code", "details_ptr", "details_size", "body_ptr", "body_size", "headers_ptr", "headers_size", "grpc_status"),
+	fn("proxy_context_finalize", proxyDone, status),
+	fn("proxy_open_shared_kvstore", unimplemented, status, "name_ptr", "name_size", "create", "ret_kvstore_id_ptr"),
+	fn("proxy_get_shared_kvstore_key_values", unimplemented, status, "kvstore_id", "key_ptr", "key_size", "ret_ptr_ptr", "ret_size_ptr", "ret_cas_ptr"),
+	fn("proxy_set_shared_kvstore_key_values", unimplemented, status, "kvstore_id", "key_ptr", "key_size", "value_ptr", "value_size", "cas"),
+	fn("proxy_add_shared_kvstore_key_values", unimplemented, status, "kvstore_id", "key_ptr", "key_size", "value_ptr", "value_size", "cas"),
+	fn("proxy_remove_shared_kvstore_key", unimplemented, status, "kvstore_id", "key_ptr", "key_size", "cas"),
+	fn("proxy_delete_shared_kvstore", unimplemented, status, "kvstore_id"),
+	fn("proxy_open_shared_queue", unimplemented, status, "name_ptr", "name_size", "create", "ret_queue_id_ptr"),
+	fn("proxy_dequeue_shared_queue_item", dequeueSharedQueue, status, "queue_id", "ret_value_ptr_ptr", "ret_value_size_ptr"),
+	fn("proxy_enqueue_shared_queue_item", enqueueSharedQueue, status, "queue_id", "value_ptr", "value_size"),
+	fn("proxy_delete_shared_queue", unimplemented, status, "queue_id"),
+	fn("proxy_create_timer", unimplemented, status, "period", "one_time", "ret_timer_id_ptr"),
+	fn("proxy_delete_timer", unimplemented, status, "timer_id"),
+	fn("proxy_create_metric", defineMetric, status, "metric_type", "name_ptr", "name_size", "ret_metric_id_ptr"),
+	fn("proxy_get_metric_value", getMetric, status, "metric_id", "ret_value_ptr"),
+	fn("proxy_set_metric_value", recordMetric, status, "metric_id", "value:i64"),
+	fn("proxy_increment_metric_value", incrementMetric, status, "metric_id", "offset:i64"),
+	fn("proxy_delete_metric", unimplemented, status, "metric_id"),
+	fn("proxy_remove_metric", unimplemented, status, "metric_id"),
+	fn("proxy_dispatch_grpc_call", grpcCall, status, "service_ptr", "service_size", "service_name_ptr", "service_name_size", "method_ptr", "method_size", "initial_metadata_ptr", "initial_metadata_size", "message_ptr", "message_size", "timeout_ms", "ret_token_ptr"),
+	fn("proxy_open_grpc_stream", grpcStreamFn, status, "service_ptr", "service_size", "service_name_ptr", "service_name_size", "method_ptr", "method_size", "initial_metadata_ptr", "initial_metadata_size", "ret_token_ptr"),
+	fn("proxy_send_grpc_stream_message", sendGRPCStreamMessage, status, "token", "message_ptr", "message_size"),
+	fn("proxy_cancel_grpc_call", grpcCancel, status, "token"),
+	fn("proxy_close_grpc_call", grpcClose, status, "token"),
+	fn("proxy_call_custom_function", unimplemented, status, "function_id", "args_ptr", "args_size", "ret_results_ptr_ptr", "ret_results_size_ptr"),
+	// Envoy's own DNS resolution (answered through envoy_on_resolve_dns).
+	fn("envoy_resolve_dns", unimplemented, status, "address_ptr", "address_size", "ret_token_ptr"),
+
 	// Toolchain glue.
 	fn("emscripten_notify_memory_growth", emscriptenNotifyMemoryGrowth, none, "memory_index"),
 	fn("pthread_equal", pthreadEqual, status, "a", "b"),
@@ -125,6 +168,13 @@ var envFuncs = []hostFunc{
 // offer. README lists them.
 var stubEnvFuncs = map[string]bool{
 	"proxy_call_foreign_function": true,
+	// Draft-only features (draft.go).
+	"proxy_set_map_values": true, "proxy_open_shared_kvstore": true,
+	"proxy_get_shared_kvstore_key_values": true, "proxy_set_shared_kvstore_key_values": true,
+	"proxy_add_shared_kvstore_key_values": true, "proxy_remove_shared_kvstore_key": true,
+	"proxy_delete_shared_kvstore": true, "proxy_open_shared_queue": true, "proxy_delete_shared_queue": true,
+	"proxy_create_timer": true, "proxy_delete_timer": true, "proxy_delete_metric": true,
+	"proxy_remove_metric": true, "proxy_call_custom_function": true, "envoy_resolve_dns": true,
 }
 
 // selectEnvFuncs returns envFuncs with, for each name the guest imports,

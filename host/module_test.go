@@ -206,7 +206,15 @@ func TestEveryReferenceImportResolves(t *testing.T) {
 		"proxy_enqueue_shared_queue", "proxy_dequeue_shared_queue",
 		"proxy_define_metric", "proxy_increment_metric", "proxy_record_metric", "proxy_get_metric",
 		"proxy_get_property", "proxy_set_property", "proxy_call_foreign_function",
-		"proxy_dispatch_http_call", "emscripten_notify_memory_growth", "pthread_equal", "abort",
+		"proxy_dispatch_http_call", "emscripten_notify_memory_growth", "pthread_equal", "abort", "seed",
+		// §1.3: the vNEXT draft's names and Envoy's own DNS call.
+		"proxy_get_buffer", "proxy_set_buffer", "proxy_resume_stream", "proxy_resume_http_stream",
+		"proxy_close_http_stream", "proxy_send_http_response", "proxy_resume_downstream", "proxy_resume_upstream",
+		"proxy_resume_http_request", "proxy_resume_http_response", "proxy_context_finalize",
+		"proxy_open_shared_kvstore", "proxy_create_timer", "proxy_create_metric", "proxy_dispatch_grpc_call",
+		"proxy_open_grpc_stream", "proxy_send_grpc_stream_message", "proxy_cancel_grpc_call",
+		"proxy_close_grpc_call", "proxy_call_custom_function", "proxy_get_map_values", "proxy_set_map_values",
+		"proxy_remove_metric", "envoy_resolve_dns",
 	} {
 		if !names[n] {
 			t.Errorf("env.%s is not registered", n)
