@@ -49,6 +49,21 @@ func (in *instance) buffer(bt abi.BufferType) (*body, []byte, bool) {
 	return nil, nil, false
 }
 
+// readableBuffer resolves the buffer_type argument (stack slot 0) of the
+// reading buffer functions: BAD_ARGUMENT for an unknown type, NOT_FOUND for
+// a buffer that does not exist now.
+func (in *instance) readableBuffer(stack []uint64) ([]byte, abi.Status) {
+	bt := abi.BufferType(u32(stack, 0))
+	if !bt.Valid() {
+		return nil, abi.StatusBadArgument
+	}
+	_, data, ok := in.buffer(bt)
+	if !ok {
+		return nil, abi.StatusNotFound
+	}
+	return data, abi.StatusOK
+}
+
 // proxy_get_buffer_bytes(buffer_type, start, max_size, ret_ptr_ptr,
 // ret_size_ptr) copies up to max_size bytes from offset start of the buffer
 // into memory from the plugin's allocator and writes their address and
@@ -59,14 +74,9 @@ func (in *instance) buffer(bt abi.BufferType) (*body, []byte, bool) {
 // for an unknown type; INVALID_MEMORY_ACCESS.
 func getBufferBytes(ctx context.Context, _ api.Module, stack []uint64) {
 	in := instanceFrom(ctx)
-	bt := abi.BufferType(u32(stack, 0))
-	if !bt.Valid() {
-		ret(stack, abi.StatusBadArgument)
-		return
-	}
-	_, data, ok := in.buffer(bt)
-	if !ok {
-		ret(stack, abi.StatusNotFound)
+	data, st := in.readableBuffer(stack)
+	if st != abi.StatusOK {
+		ret(stack, st)
 		return
 	}
 	start, size := uint64(u32(stack, 1)), uint64(u32(stack, 2))
@@ -85,14 +95,9 @@ func getBufferBytes(ctx context.Context, _ api.Module, stack []uint64) {
 // proxy_get_buffer_bytes.
 func getBufferStatus(ctx context.Context, _ api.Module, stack []uint64) {
 	in := instanceFrom(ctx)
-	bt := abi.BufferType(u32(stack, 0))
-	if !bt.Valid() {
-		ret(stack, abi.StatusBadArgument)
-		return
-	}
-	_, data, ok := in.buffer(bt)
-	if !ok {
-		ret(stack, abi.StatusNotFound)
+	data, st := in.readableBuffer(stack)
+	if st != abi.StatusOK {
+		ret(stack, st)
 		return
 	}
 	if !in.writeU32(u32(stack, 1), uint32(len(data))) || !in.writeU32(u32(stack, 2), 0) {

@@ -48,7 +48,7 @@ func path(name string) (string, error) {
 	if name == "" || name == "bin" || strings.ContainsAny(name, `/\`) || strings.HasPrefix(name, ".") {
 		return "", fmt.Errorf("bad plugin name (want a directory name under plugins/)")
 	}
-	root, err := repoRoot()
+	root, err := RepoRoot()
 	if err != nil {
 		return "", err
 	}
@@ -64,18 +64,11 @@ func path(name string) (string, error) {
 	if fresh[out] {
 		return out, nil
 	}
-	if err := os.MkdirAll(bin, 0o755); err != nil {
-		return "", err
-	}
-	lock, err := os.OpenFile(filepath.Join(bin, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	unlock, err := LockDir(bin)
 	if err != nil {
 		return "", err
 	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		return "", fmt.Errorf("locking %s: %w", lock.Name(), err)
-	}
-	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+	defer unlock()
 
 	// Checked under the lock: another process may just have built it.
 	stale, err := isStale(out, []string{
@@ -135,9 +128,30 @@ func isStale(out string, inputs []string) (bool, error) {
 	return false, nil
 }
 
-// repoRoot finds the repository root: the directory, at or above the
-// working directory, whose go.mod declares rootModule.
-func repoRoot() (string, error) {
+// LockDir creates dir if needed and takes an exclusive lock on dir/.lock,
+// shared by every process: test packages run in parallel must not build
+// the same outputs at once. The returned function releases it.
+func LockDir(dir string) (unlock func(), err error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	lock, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("locking %s: %w", lock.Name(), err)
+	}
+	return func() {
+		syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+		lock.Close()
+	}, nil
+}
+
+// RepoRoot finds the repository root: the directory, at or above the
+// working directory, whose go.mod declares the wasm-callout module.
+func RepoRoot() (string, error) {
 	wd, err := os.Getwd()
 	if err != nil {
 		return "", err

@@ -17,13 +17,11 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
-)
 
-// rootModule is the repository's module path, used to find its root.
-const rootModule = "github.com/wasm-callout/wasm-callout"
+	"github.com/wasm-callout/wasm-callout/internal/testplugins"
+)
 
 // buildTimeout bounds one toolchain's build (AssemblyScript takes several
 // seconds per plugin).
@@ -68,7 +66,7 @@ func Lookup(name string) (Toolchain, bool) {
 // Missing names what the toolchain lacks on this machine, or "" when it is
 // installed.
 func (tc Toolchain) Missing() string {
-	root, err := RepoRoot()
+	root, err := testplugins.RepoRoot()
 	if err != nil {
 		return err.Error()
 	}
@@ -136,7 +134,7 @@ func Path(tb testing.TB, name, plugin string) string {
 // lock on bin/.lock so that test packages running in parallel do not build
 // the same files at once; make itself skips what is up to date.
 func build(tc Toolchain) (string, error) {
-	root, err := RepoRoot()
+	root, err := testplugins.RepoRoot()
 	if err != nil {
 		return "", err
 	}
@@ -147,18 +145,11 @@ func build(tc Toolchain) (string, error) {
 	if err, ok := built[tc.Name]; ok {
 		return bin, err
 	}
-	if err := os.MkdirAll(bin, 0o755); err != nil {
-		return "", err
-	}
-	lock, err := os.OpenFile(filepath.Join(bin, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	unlock, err := testplugins.LockDir(bin)
 	if err != nil {
 		return "", err
 	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		return "", fmt.Errorf("locking %s: %w", lock.Name(), err)
-	}
-	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+	defer unlock()
 
 	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
 	defer cancel()
@@ -172,32 +163,4 @@ func build(tc Toolchain) (string, error) {
 	}
 	built[tc.Name] = nil
 	return bin, nil
-}
-
-// RepoRoot finds the repository root: the directory, at or above the
-// working directory, whose go.mod declares the wasm-callout module.
-func RepoRoot() (string, error) {
-	wd, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for d := wd; ; {
-		if data, err := os.ReadFile(filepath.Join(d, "go.mod")); err == nil && declaresModule(string(data)) {
-			return d, nil
-		}
-		parent := filepath.Dir(d)
-		if parent == d {
-			return "", fmt.Errorf("no go.mod for module %s at or above %s", rootModule, wd)
-		}
-		d = parent
-	}
-}
-
-func declaresModule(gomod string) bool {
-	for _, line := range strings.Split(gomod, "\n") {
-		if f := strings.Fields(line); len(f) == 2 && f[0] == "module" && strings.Trim(f[1], `"`) == rootModule {
-			return true
-		}
-	}
-	return false
 }
