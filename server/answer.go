@@ -1,0 +1,285 @@
+package server
+
+// This file holds the building and sending of answers: the headers
+// answer and its mode override, immediate responses, the per-message
+// timeout extension, and the header mutations and dynamic metadata every
+// answer carries.
+
+import (
+	"errors"
+	"io"
+	"time"
+
+	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/wasm-callout/wasm-callout/abi"
+	"github.com/wasm-callout/wasm-callout/host"
+)
+
+// Details of the immediate responses the server makes up itself.
+const (
+	detailsFailStream  = "wasm_fail_stream"        // no instance (the host uses it for failures too)
+	detailsCloseStream = "wasm_close_stream"       // proxy_close_stream
+	detailsUndelivered = "wasm_body_undeliverable" // STREAMED body held past its end
+	grpcStatusInternal = 13
+	grpcStatusUnavail  = 14
+	noGRPCStatus       = -1
+)
+
+// ---- headers ----
+
+func (st *stream) onHeaders(d *direction, pairs []abi.Pair, eos bool) error {
+	r := host.Result{Action: abi.ActionContinue}
+	if st.hs != nil {
+		if d.typ == abi.StreamHTTPRequest {
+			r = st.hs.RequestHeaders(pairs, eos)
+		} else {
+			r = st.hs.ResponseHeaders(pairs, eos)
+		}
+	}
+	if stop, err := st.settle(d, r); stop || err != nil {
+		return err
+	}
+	if r.Action == abi.ActionPause {
+		d.blocked = phaseHeaders
+		return st.extendTimeout(d)
+	}
+	return st.answerHeaders(d)
+}
+
+func (st *stream) answerHeaders(d *direction) error {
+	cr := &extprocv3.CommonResponse{}
+	cr.HeaderMutation = st.takeMutation(d.headersMap, kindHeaders, st.skipContentLength(d))
+	st.routeCache(d, cr)
+	resp := &extprocv3.ProcessingResponse{ModeOverride: st.modeOverride()}
+	hr := &extprocv3.HeadersResponse{Response: orNil(cr)}
+	if d.typ == abi.StreamHTTPRequest {
+		resp.Response = &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: hr}
+	} else {
+		resp.Response = &extprocv3.ProcessingResponse_ResponseHeaders{ResponseHeaders: hr}
+	}
+	d.answeredHeaders = true
+	switch d.bodyMode() {
+	case modeBuffered, modePartial, modeUnknown:
+		// Envoy keeps the headers until the body answer.
+		d.headersOpen = !d.headersEOS
+	}
+	if err := st.send(resp); err != nil {
+		return err
+	}
+	return st.drain(d)
+}
+
+// modeOverride asks Envoy for BUFFERED bodies in the directions where the
+// plugin has a body callback and protocol_config says NONE. It is sent
+// once, with the first headers answer that can use it, and only where
+// Envoy could honour it (not with FULL_DUPLEX_STREAMED or
+// send_body_without_waiting_for_header_response). Body modes in an
+// override are literal, so both are set; header and trailer modes stay
+// DEFAULT (unchanged).
+func (st *stream) modeOverride() *filterv3.ProcessingMode {
+	if st.overrideSent || st.srv.opts.DisableModeOverride || !st.protocolConfig || st.observability || st.sendWithoutWaiting {
+		return nil
+	}
+	req, resp := st.dirs[abi.StreamHTTPRequest], st.dirs[abi.StreamHTTPResponse]
+	if req.mode == filterv3.ProcessingMode_FULL_DUPLEX_STREAMED || resp.mode == filterv3.ProcessingMode_FULL_DUPLEX_STREAMED {
+		return nil
+	}
+	want := func(d *direction) bool {
+		return st.lease.gen.wantBody[d.typ] && d.mode == filterv3.ProcessingMode_NONE && !d.answeredHeaders && !d.headersEOS
+	}
+	wantReq, wantResp := want(req), want(resp)
+	if !wantReq && !wantResp {
+		return nil
+	}
+	st.overrideSent = true
+	m := &filterv3.ProcessingMode{RequestBodyMode: req.mode, ResponseBodyMode: resp.mode}
+	if wantReq {
+		m.RequestBodyMode, req.overrideRequested = filterv3.ProcessingMode_BUFFERED, true
+	}
+	if wantResp {
+		m.ResponseBodyMode, resp.overrideRequested = filterv3.ProcessingMode_BUFFERED, true
+	}
+	return m
+}
+
+// skipContentLength reports whether Envoy removes content-length from this
+// direction's headers (and ignores setting it).
+func (st *stream) skipContentLength(d *direction) bool {
+	switch d.bodyMode() {
+	case modeStreamed, modePartial, modeFullDuplex:
+		return true
+	}
+	return false
+}
+
+// routeCache sets clear_route_cache when the plugin asked for it. Envoy
+// honours it on the request path only, and only alongside a header
+// mutation.
+func (st *stream) routeCache(d *direction, cr *extprocv3.CommonResponse) {
+	if d.clearRouteCache && d.typ == abi.StreamHTTPRequest {
+		cr.ClearRouteCache = true
+	}
+	d.clearRouteCache = false
+}
+
+func orNil(cr *extprocv3.CommonResponse) *extprocv3.CommonResponse {
+	if cr.HeaderMutation == nil && cr.BodyMutation == nil && !cr.ClearRouteCache &&
+		cr.Status == extprocv3.CommonResponse_CONTINUE && cr.Trailers == nil {
+		return nil
+	}
+	return cr
+}
+
+// ---- ending ----
+
+// immediate answers with an ImmediateResponse, which ends the stream.
+func (st *stream) immediate(lr *host.LocalResponse) error {
+	st.finished = true
+	if st.observability {
+		st.log.Debug("local response in observability mode: not sent", "status", lr.Status)
+		return nil
+	}
+	ir, dropped := immediateResponse(lr, st.srv.opts.MutationRules)
+	st.dropped(dropped, "local response")
+	st.srv.stats.immediate.Add(1)
+	return st.send(&extprocv3.ProcessingResponse{
+		Response: &extprocv3.ProcessingResponse_ImmediateResponse{ImmediateResponse: ir},
+	})
+}
+
+// closeStream stands for proxy_close_stream: ext_proc cannot reset the
+// downstream stream, so the request gets an immediate response (which
+// Envoy turns into a reset if the response has started).
+func (st *stream) closeStream() error {
+	st.log.Debug("plugin closed the stream")
+	return st.immediate(&host.LocalResponse{Status: st.srv.opts.CloseStatus, Details: detailsCloseStream, GRPCStatus: noGRPCStatus})
+}
+
+// ---- sending ----
+
+// send sends a response (not in observability mode), with the plugin's new
+// property writes as dynamic metadata, then forgets header changes that
+// can no longer reach Envoy.
+func (st *stream) send(resp *extprocv3.ProcessingResponse) error {
+	defer st.discardUndeliverable()
+	if st.observability {
+		return nil
+	}
+	if md := st.metadata(); md != nil {
+		resp.DynamicMetadata = md
+	}
+	st.srv.stats.responsesSent.Add(1)
+	if err := st.gs.Send(resp); err != nil {
+		st.finished = true
+		if status.Code(err) == codes.Canceled || errors.Is(err, io.EOF) {
+			return nil
+		}
+		return err
+	}
+	return nil
+}
+
+func (st *stream) metadata() *structpb.Struct {
+	if st.hs == nil {
+		return nil
+	}
+	writes := st.hs.PropertyWrites()
+	if len(writes) == 0 {
+		return nil
+	}
+	if st.sentProps == nil {
+		st.sentProps = map[string]string{}
+	}
+	md, skipped := propertyMetadata(st.srv.opts.MetadataNamespace, writes, st.sentProps)
+	for _, k := range skipped {
+		st.log.Debug("property value is not valid UTF-8; not sent as dynamic metadata", "property", k)
+	}
+	return md
+}
+
+// takeMutation returns the plugin's pending changes to one map as a
+// HeaderMutation and marks them sent.
+func (st *stream) takeMutation(mt abi.MapType, kind mapKind, skipContentLength bool) *extprocv3.HeaderMutation {
+	if st.hs == nil {
+		return nil
+	}
+	changes := st.hs.TakeHeaderChanges(mt)
+	if len(changes) == 0 {
+		return nil
+	}
+	m, dropped := headerMutation(changes, kind, st.srv.opts.MutationRules, skipContentLength)
+	st.dropped(dropped, mt.String())
+	return m
+}
+
+func (st *stream) dropped(ds []droppedHeader, where string) {
+	for _, d := range ds {
+		st.srv.stats.droppedMutations.Add(1)
+		st.log.Debug("header change not sent to Envoy", "map", where, "header", d.Key, "reason", d.Reason)
+	}
+}
+
+// deliverable reports whether changes to map mt can still reach Envoy.
+func (st *stream) deliverable(mt abi.MapType) bool {
+	d := st.dirs[abi.StreamHTTPRequest]
+	if mt == abi.MapHTTPResponseHeaders || mt == abi.MapHTTPResponseTrailers {
+		d = st.dirs[abi.StreamHTTPResponse]
+	}
+	if mt == d.headersMap {
+		return !d.answeredHeaders || d.headersOpen
+	}
+	return !d.trailersAnswered
+}
+
+// discardUndeliverable drops changes made to maps Envoy no longer holds
+// (for example request headers changed in a response callback, or in a
+// STREAMED body callback after the headers went upstream).
+func (st *stream) discardUndeliverable() {
+	if st.hs == nil {
+		return
+	}
+	for mt := abi.MapHTTPRequestHeaders; mt <= abi.MapHTTPResponseTrailers; mt++ {
+		if st.deliverable(mt) {
+			continue
+		}
+		for _, c := range st.hs.TakeHeaderChanges(mt) {
+			st.dropped([]droppedHeader{{c.Key, "changed after Envoy forwarded this map"}}, mt.String())
+		}
+	}
+}
+
+// extendTimeout asks Envoy to wait longer for an answer withheld while the
+// plugin has an outbound call out: Envoy's per-message timer
+// (message_timeout, 200 ms by default) would otherwise fail the request
+// before the call can answer. Envoy takes override_message_timeout alone in
+// its own message, only up to its max_message_timeout (Options), once per
+// withheld message, which is when this sends it.
+func (st *stream) extendTimeout(d *direction) error {
+	limit := st.srv.opts.MaxMessageTimeout
+	if limit <= 0 || st.hs == nil || st.observability || d.bodyMode() == modeFullDuplex {
+		return nil
+	}
+	deadline, pending := st.hs.PendingCall()
+	if !pending {
+		return nil
+	}
+	want := limit
+	if !deadline.IsZero() {
+		want = time.Until(deadline) + callTimeoutMargin
+	}
+	if want <= st.srv.opts.MessageTimeout {
+		return nil
+	}
+	st.srv.stats.timeoutOverrides.Add(1)
+	return st.send(&extprocv3.ProcessingResponse{OverrideMessageTimeout: durationpb.New(min(want, limit))})
+}
+
+// callTimeoutMargin is added to a call's remaining time when asking Envoy
+// to wait, so that the plugin's own timeout, not Envoy's, decides.
+const callTimeoutMargin = 100 * time.Millisecond
