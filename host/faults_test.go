@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -167,3 +168,97 @@ func TestFaultHammer(t *testing.T) {
 }
 
 var errTestFault = errors.New("test fault")
+
+// A looping call must not wedge anything but its own instance (issue:
+// the pool's stats held the pool lock while waiting on the instance lock
+// the loop held, and the watchdog needed the pool lock to stop the loop).
+// While one call loops: Stats answers at once, new streams open on the
+// healthy instance and are never refused, and the watchdog stops the loop
+// within its deadline.
+func TestLoopDoesNotWedgePool(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	p := loadFile(t, "faults", Config{Instances: 2, CallTimeout: timeout})
+	bad, err := p.NewHTTPStream(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bad.Close()
+	looped := make(chan Result, 1)
+	start := time.Now()
+	go func() { looped <- bad.RequestHeaders(faultHeaders("loop"), true) }()
+	waitFor(t, "the loop to start", func() bool { return bad.in.callStart.Load() != 0 })
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var slowest atomic.Int64
+	wg.Add(1)
+	go func() { // a health checker polling as fast as it can
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			t0 := time.Now()
+			p.Stats()
+			if d := int64(time.Since(t0)); d > slowest.Load() {
+				slowest.Store(d)
+			}
+		}
+	}()
+	var refused atomic.Int64
+	for range 20 {
+		s, err := p.NewHTTPStream(nil)
+		if err != nil {
+			refused.Add(1)
+			continue
+		}
+		if s.in == bad.in {
+			t.Error("a new stream was placed on the instance running a loop")
+		}
+		if r := s.RequestHeaders(faultHeaders("none"), true); r.Failure != nil {
+			t.Errorf("good stream failed: %v", r.Failure)
+		}
+		s.Close()
+	}
+	r := <-looped
+	close(stop)
+	wg.Wait()
+	if r.Failure == nil || !errors.Is(r.Failure, ErrCallTimeout) && !strings.Contains(r.Failure.Error(), ErrCallTimeout.Error()) {
+		t.Fatalf("looping call: %+v", r)
+	}
+	// Generous bounds: a wedge shows as never, not as slow.
+	if took := time.Since(start); took > timeout+5*time.Second {
+		t.Errorf("the watchdog stopped the loop after %v (deadline %v)", took, timeout)
+	}
+	if d := time.Duration(slowest.Load()); d > time.Second {
+		t.Errorf("Stats waited %v while a call looped", d)
+	}
+	if n := refused.Load(); n > 0 {
+		t.Errorf("%d streams refused while an instance was healthy", n)
+	}
+	waitFor(t, "a replacement", func() bool { s := p.Stats(); return s.Replaced >= 1 && s.Healthy == 2 })
+}
+
+// With deadlines off nothing can stop a looping call: Stats reports the
+// instance stalled once it has run past StallGrace, so liveness can fail,
+// and Close abandons it instead of waiting forever.
+func TestStalledInstance(t *testing.T) {
+	p := loadFile(t, "faults", Config{Instances: 1, CallTimeout: 5 * time.Second})
+	s, err := p.NewHTTPStream(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := s.in
+	if p.pool.stalled(in, time.Now().UnixNano()) {
+		t.Fatal("idle instance reported stalled")
+	}
+	// Pretend a call began long ago rather than wait StallGrace.
+	in.callStart.Store(time.Now().Add(-StallGrace - 6*time.Second).UnixNano())
+	if got := p.Stats().Stalled; got != 1 {
+		t.Errorf("Stalled = %d, want 1", got)
+	}
+	in.callStart.Store(0)
+	s.Close()
+}

@@ -303,7 +303,7 @@ func grpcCancel(ctx context.Context, _ api.Module, stack []uint64) {
 		return
 	}
 	c.cancel()
-	delete(in.calls, c.token)
+	in.dropCall(c.token)
 	ret(stack, abi.StatusOK)
 }
 

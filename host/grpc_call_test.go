@@ -55,7 +55,7 @@ func TestGRPCCalls(t *testing.T) {
 	addr := grpcEcho(t)
 	us := upstreams(t, Upstream{Name: "grpc", URL: "h2c://" + addr})
 	p := loadFile(t, "grpc", Config{Instances: 1, Upstreams: us})
-	in := p.pool.slots[0]
+	in := p.pool.slots[0].Load()
 	tests := []struct {
 		mode     string
 		want     []HeaderChange

@@ -185,7 +185,7 @@ func newHostcall(t *testing.T, name string, cfg Config) *hostcall {
 	t.Helper()
 	cfg.Instances = 1
 	p := loadFile(t, "hostcalls/"+name, cfg)
-	in := p.pool.slots[0]
+	in := p.pool.slots[0].Load()
 	return &hostcall{t: t, p: p, in: in, call: in.mod.ExportedFunction("call")}
 }
 

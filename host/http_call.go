@@ -75,6 +75,7 @@ func (in *instance) startCall(kind uint32, timeout time.Duration) (*outboundCall
 		in.calls = map[uint32]*outboundCall{}
 	}
 	in.calls[c.token] = c
+	in.pendingCalls.Store(int64(len(in.calls)))
 	return c, ctx
 }
 
@@ -106,9 +107,15 @@ func (in *instance) cancelCalls(id uint32) {
 	for t, c := range in.calls {
 		if id == 0 || c.owner == id {
 			c.cancel()
-			delete(in.calls, t)
+			in.dropCall(t)
 		}
 	}
+}
+
+// dropCall forgets call token. Caller holds mu.
+func (in *instance) dropCall(token uint32) {
+	delete(in.calls, token)
+	in.pendingCalls.Store(int64(len(in.calls)))
 }
 
 // deliver runs fn on the executor if the call is still live. It blocks
@@ -121,7 +128,7 @@ func (in *instance) deliver(token uint32, last bool, fn func(c *outboundCall)) {
 			return // cancelled
 		}
 		if last {
-			delete(in.calls, token)
+			in.dropCall(token)
 			c.cancel()
 		}
 		fn(c)

@@ -67,6 +67,12 @@ type instance struct {
 	cancel context.CancelCauseFunc
 	// callStart is when the outermost running call began (UnixNano), or 0.
 	callStart atomic.Int64
+	// The pool reads these without mu, so that nothing outside a stream
+	// waits for a running call: dead is set when the instance fails or
+	// stops, live counts its open streams, pendingCalls its outbound calls.
+	dead         atomic.Bool
+	live         atomic.Int64
+	pendingCalls atomic.Int64
 
 	mu sync.Mutex
 	// Fields below are guarded by mu.
@@ -315,6 +321,10 @@ func (in *instance) fail(err error) {
 		err = fmt.Errorf("%w (%v)", cause, err)
 	}
 	in.failed = err
+	in.dead.Store(true)
+	// A nested call (an allocation) may fail while the outer call runs
+	// on: stop it too, since the instance is lost either way.
+	in.cancel(err)
 	in.plugin.cfg.Logger.Error("plugin instance failed; replacing it",
 		"plugin", in.plugin.cfg.Name, "instance", in.slot, "err", err)
 	for _, c := range in.contexts {
@@ -395,8 +405,21 @@ func (in *instance) post(fn func()) bool {
 
 // shutdown runs the root context's on_done (waiting up to wait for
 // proxy_done if the plugin defers) and on_delete, then stops the instance.
-func (in *instance) shutdown(wait time.Duration) {
-	in.mu.Lock()
+// If a call holds the instance, shutdown waits up to wait for it, then
+// cancels the instance's context (a deadline-checked call stops at once)
+// and waits up to grace more. It reports false if the call still runs:
+// the instance is then abandoned, not stopped, since its module must not
+// be closed under running code.
+func (in *instance) shutdown(wait, grace time.Duration) bool {
+	if !lockWithin(&in.mu, wait) {
+		in.cancel(errClosed)
+		if !lockWithin(&in.mu, grace) {
+			in.dead.Store(true)
+			in.plugin.cfg.Logger.Error("plugin instance still running a call at close; abandoning it",
+				"plugin", in.plugin.cfg.Name, "instance", in.slot)
+			return false
+		}
+	}
 	if in.failed == nil {
 		ok, err := in.callCtx(in.fns.onDone, in.rootID)
 		if err == nil && in.fns.onDone != nil && uint32(ok) == 0 {
@@ -419,6 +442,23 @@ func (in *instance) shutdown(wait time.Duration) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	in.stop()
+	return true
+}
+
+// lockWithin locks mu, giving up after d. Only shutdown uses it: streams
+// wait for their own instance, and nothing else waits on a call.
+func lockWithin(mu *sync.Mutex, d time.Duration) bool {
+	if mu.TryLock() {
+		return true
+	}
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+		if mu.TryLock() {
+			return true
+		}
+	}
+	return false
 }
 
 // stopped reports whether stop has run: the module is closed.
@@ -443,6 +483,7 @@ func LiveInstances() int64 { return liveInstances.Load() }
 // stop closes the module and the executor. It is idempotent.
 func (in *instance) stop() {
 	in.stopOnce.Do(func() {
+		in.dead.Store(true)
 		if in.mod != nil {
 			liveInstances.Add(-1)
 		}

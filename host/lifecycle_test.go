@@ -61,7 +61,7 @@ func TestHTTPLifecycleTrace(t *testing.T) {
 // Context ids are unique per instance and never reused while live.
 func TestContextIDs(t *testing.T) {
 	p := loadFile(t, "lifecycle", Config{Instances: 1})
-	seen := map[uint32]bool{p.pool.slots[0].rootID: true}
+	seen := map[uint32]bool{p.pool.slots[0].Load().rootID: true}
 	var open []*HTTPStream
 	for i := 0; i < 50; i++ {
 		s, err := p.NewHTTPStream(nil)
@@ -81,7 +81,7 @@ func TestContextIDs(t *testing.T) {
 		s.Close()
 	}
 	// Wrap-around skips ids still in use.
-	in := p.pool.slots[0]
+	in := p.pool.slots[0].Load()
 	live, _ := p.NewHTTPStream(nil)
 	defer live.Close()
 	in.mu.Lock()

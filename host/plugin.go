@@ -66,7 +66,8 @@ func (p *Plugin) Config() Config { return p.cfg }
 // Metrics is the registry the plugin's metrics go to.
 func (p *Plugin) Metrics() *Metrics { return p.cfg.Metrics }
 
-// Stats counts what the pool has done.
+// Stats counts what the pool has done. Reading it never waits for a plugin
+// call: health checks read it while a plugin may be looping.
 type Stats struct {
 	Instances   int   // configured pool size
 	Healthy     int   // instances serving now
@@ -75,7 +76,16 @@ type Stats struct {
 	Replaced    int64 // instances replaced so far
 	// PendingCalls counts outbound HTTP and gRPC calls in flight.
 	PendingCalls int
+	// Stalled counts instances running a call that has outlived its
+	// deadline by StallGrace (the deadline could not stop it) or, with
+	// deadlines off, has run longer than StallGrace. A stalled instance
+	// will not make progress again: liveness checks report it.
+	Stalled int
 }
+
+// StallGrace is how long past its deadline (or, with deadlines off, in
+// all) a plugin call may run before the pool reports its instance stalled.
+const StallGrace = 10 * time.Second
 
 // Stats reports the pool's state.
 func (p *Plugin) Stats() Stats { return p.pool.stats() }
@@ -83,22 +93,43 @@ func (p *Plugin) Stats() Stats { return p.pool.stats() }
 // Close shuts every instance down: each root context gets proxy_on_done
 // (waiting up to one second for proxy_done when the plugin defers) and
 // proxy_on_delete, then the runtime is closed. Streams still open are failed.
+// An instance busy in a call is given until ctx's deadline (or one second
+// plus the call timeout) to finish it; one that still runs then (possible
+// only with deadlines off) is abandoned without its final callbacks, and
+// the runtime is left open under it rather than unmapped under running
+// code. Close then returns an error saying so.
 func (p *Plugin) Close(ctx context.Context) error {
-	p.pool.close(time.Second)
+	wait := time.Second
+	if d, ok := ctx.Deadline(); ok {
+		wait = min(wait, time.Until(d))
+	}
+	grace := time.Second
+	if p.cfg.CallTimeout > 0 {
+		grace += p.cfg.CallTimeout
+	}
+	if d, ok := ctx.Deadline(); ok {
+		grace = time.Until(d)
+	}
+	if abandoned := p.pool.close(wait, grace); abandoned > 0 {
+		return fmt.Errorf("%d plugin instance(s) still running a call were abandoned; their runtime stays open", abandoned)
+	}
 	return p.runtime.Close(ctx)
 }
 
 // pool keeps cfg.Instances started instances and replaces failed ones with
-// back-off. A stream picks the healthy instance with the fewest live streams
-// and stays on it.
+// back-off. A stream picks a healthy instance and stays on it.
+//
+// Nothing in the pool waits for a guest call: slots are read atomically,
+// and mu guards only the pool's own bookkeeping, so health checks, new
+// streams and the watchdog go on while an instance is busy or looping.
 type pool struct {
 	p     *Plugin
-	mu    sync.Mutex
-	slots []*instance // nil while a slot is being replaced
-	live  []atomic.Int64
+	slots []atomic.Pointer[instance] // nil while a slot is being replaced
 	stopC chan struct{}
 	wg    sync.WaitGroup
-	shut  bool
+
+	mu   sync.Mutex // guards shut; never held across an instance's mu
+	shut bool
 
 	failures, replaced atomic.Int64
 	streams            atomic.Int64
@@ -107,8 +138,7 @@ type pool struct {
 func newPool(p *Plugin) *pool {
 	return &pool{
 		p:     p,
-		slots: make([]*instance, p.cfg.Instances),
-		live:  make([]atomic.Int64, p.cfg.Instances),
+		slots: make([]atomic.Pointer[instance], p.cfg.Instances),
 		stopC: make(chan struct{}),
 	}
 }
@@ -117,10 +147,10 @@ func (pl *pool) start(ctx context.Context) error {
 	for i := range pl.slots {
 		in, err := newInstance(ctx, pl.p, i)
 		if err != nil {
-			pl.close(0)
+			pl.close(0, 0)
 			return fmt.Errorf("start instance %d: %w", i, err)
 		}
-		pl.slots[i] = in
+		pl.slots[i].Store(in)
 	}
 	if pl.p.cfg.CallTimeout > 0 {
 		pl.wg.Add(1)
@@ -129,27 +159,56 @@ func (pl *pool) start(ctx context.Context) error {
 	return nil
 }
 
-// pick returns the healthy instance with the fewest live streams.
-func (pl *pool) pick() (*instance, error) {
+// lock returns a healthy instance for a new stream, locked. It prefers the
+// instance with the fewest live streams among those not running a call;
+// only when every healthy instance is busy does it wait, for the least
+// loaded one. An instance found failed once locked is passed over, so a
+// stream is refused (ErrNoInstance) only when no healthy instance is left.
+func (pl *pool) lock() (*instance, error) {
+	var skip uint64 // slots found failed, as a bit set (pools beyond 64 reuse bits)
+	for range len(pl.slots) + 1 {
+		if pl.closed() {
+			return nil, errClosed
+		}
+		var best, idle *instance
+		var bestLive, idleLive int64
+		for i := range pl.slots {
+			in := pl.slots[i].Load()
+			if in == nil || in.dead.Load() || skip&(1<<(i%64)) != 0 {
+				continue
+			}
+			n := in.live.Load()
+			if best == nil || n < bestLive {
+				best, bestLive = in, n
+			}
+			if in.callStart.Load() == 0 && (idle == nil || n < idleLive) {
+				idle, idleLive = in, n
+			}
+		}
+		if best == nil {
+			return nil, ErrNoInstance
+		}
+		in := best
+		switch {
+		case idle != nil && idle.mu.TryLock():
+			in = idle
+		case best.mu.TryLock():
+		default:
+			best.mu.Lock()
+		}
+		if in.failed == nil && !in.stopped() {
+			return in, nil
+		}
+		in.mu.Unlock()
+		skip |= 1 << (in.slot % 64)
+	}
+	return nil, ErrNoInstance
+}
+
+func (pl *pool) closed() bool {
 	pl.mu.Lock()
 	defer pl.mu.Unlock()
-	if pl.shut {
-		return nil, errClosed
-	}
-	var best *instance
-	var bestLive int64
-	for i, in := range pl.slots {
-		if in == nil {
-			continue
-		}
-		if n := pl.live[i].Load(); best == nil || n < bestLive {
-			best, bestLive = in, n
-		}
-	}
-	if best == nil {
-		return nil, ErrNoInstance
-	}
-	return best, nil
+	return pl.shut
 }
 
 // replace swaps a failed instance for a fresh one, retrying with exponential
@@ -157,11 +216,10 @@ func (pl *pool) pick() (*instance, error) {
 // not spin the CPU).
 func (pl *pool) replace(old *instance) {
 	pl.mu.Lock()
-	if pl.shut || pl.slots[old.slot] != old {
+	if pl.shut || !pl.slots[old.slot].CompareAndSwap(old, nil) {
 		pl.mu.Unlock()
 		return
 	}
-	pl.slots[old.slot] = nil
 	pl.failures.Add(1)
 	pl.wg.Add(1)
 	pl.mu.Unlock()
@@ -183,8 +241,7 @@ func (pl *pool) replace(old *instance) {
 				in.stop()
 				return
 			}
-			pl.slots[old.slot] = in
-			pl.live[old.slot].Store(0)
+			pl.slots[old.slot].Store(in)
 			pl.mu.Unlock()
 			pl.replaced.Add(1)
 			return
@@ -202,7 +259,8 @@ func (pl *pool) replace(old *instance) {
 
 // watchdog cancels any call that has run longer than CallTimeout. The
 // runtime was built WithCloseOnContextDone, so cancelling the instance's
-// context stops the guest wherever it is.
+// context stops the guest wherever it is. It reads only atomics, so it
+// always fires, whatever else waits.
 func (pl *pool) watchdog() {
 	defer pl.wg.Done()
 	timeout := pl.p.cfg.CallTimeout
@@ -213,8 +271,8 @@ func (pl *pool) watchdog() {
 		case <-pl.stopC:
 			return
 		case now := <-t.C:
-			pl.mu.Lock()
-			for _, in := range pl.slots {
+			for i := range pl.slots {
+				in := pl.slots[i].Load()
 				if in == nil {
 					continue
 				}
@@ -222,40 +280,91 @@ func (pl *pool) watchdog() {
 					in.cancel(ErrCallTimeout)
 				}
 			}
-			pl.mu.Unlock()
 		}
 	}
 }
 
+// stalled reports whether in's running call has outlived any chance of
+// being stopped (see Stats.Stalled).
+func (pl *pool) stalled(in *instance, now int64) bool {
+	start := in.callStart.Load()
+	if start == 0 {
+		return false
+	}
+	limit := StallGrace
+	if pl.p.cfg.CallTimeout > 0 {
+		limit += pl.p.cfg.CallTimeout
+	}
+	return now-start > int64(limit)
+}
+
 func (pl *pool) stats() Stats {
-	pl.mu.Lock()
-	defer pl.mu.Unlock()
 	s := Stats{Instances: len(pl.slots), LiveStreams: pl.streams.Load(), Failures: pl.failures.Load(), Replaced: pl.replaced.Load()}
-	for _, in := range pl.slots {
-		if in != nil {
+	now := time.Now().UnixNano()
+	for i := range pl.slots {
+		in := pl.slots[i].Load()
+		if in == nil {
+			continue
+		}
+		if !in.dead.Load() {
 			s.Healthy++
-			in.mu.Lock()
-			s.PendingCalls += len(in.calls)
-			in.mu.Unlock()
+		}
+		s.PendingCalls += int(in.pendingCalls.Load())
+		if pl.stalled(in, now) {
+			s.Stalled++
 		}
 	}
 	return s
 }
 
-func (pl *pool) close(wait time.Duration) {
+// close shuts the instances down (see Plugin.Close) and reports how many
+// it had to abandon in a call.
+func (pl *pool) close(wait, grace time.Duration) (abandoned int) {
 	pl.mu.Lock()
 	if pl.shut {
 		pl.mu.Unlock()
-		return
+		return 0
 	}
 	pl.shut = true
 	close(pl.stopC)
-	slots := append([]*instance(nil), pl.slots...)
 	pl.mu.Unlock()
-	for _, in := range slots {
-		if in != nil {
-			in.shutdown(wait)
+	var wg sync.WaitGroup
+	var lost atomic.Int64
+	for i := range pl.slots {
+		in := pl.slots[i].Load()
+		if in == nil {
+			continue
 		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if !in.shutdown(wait, grace) {
+				lost.Add(1)
+			}
+		}()
 	}
-	pl.wg.Wait()
+	wg.Wait()
+	// Replacements in progress end once the call that failed their old
+	// instance returns, which a deadline bounds.
+	if !waitTimeout(&pl.wg, grace) {
+		lost.Add(1)
+	}
+	return int(lost.Load())
+}
+
+// waitTimeout waits for wg for up to d and reports whether it finished.
+func waitTimeout(wg *sync.WaitGroup, d time.Duration) bool {
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+		return true
+	case <-t.C:
+		return false
+	}
 }

@@ -31,17 +31,13 @@ type stream struct {
 	notify chan struct{}
 }
 
-// openStream creates s on the least busy healthy instance of p.
+// openStream creates s on a healthy instance of p (see pool.lock).
 func (p *Plugin) openStream(s *stream, props PropertySource) error {
-	in, err := p.pool.pick()
+	in, err := p.pool.lock()
 	if err != nil {
 		return err
 	}
-	in.mu.Lock()
 	defer in.mu.Unlock()
-	if in.failed != nil {
-		return ErrNoInstance
-	}
 	s.open(in, props)
 	return nil
 }
@@ -62,7 +58,7 @@ func (s *stream) open(in *instance, props PropertySource) {
 	s.in, s.props, s.notify = in, props, make(chan struct{}, 1)
 	s.id = in.nextContextID()
 	in.contexts[s.id] = &pluginContext{id: s.id, stream: s}
-	in.plugin.pool.live[in.slot].Add(1)
+	in.live.Add(1)
 	in.plugin.pool.streams.Add(1)
 	in.frame = s
 	_, err := in.callCtx(in.fns.onContextCreate, s.id, uint64(in.rootID))
@@ -97,7 +93,7 @@ func (s *stream) close(callbacks ...api.Function) {
 	}
 	in.cancelCalls(s.id)
 	delete(in.contexts, s.id)
-	in.plugin.pool.live[in.slot].Add(-1)
+	in.live.Add(-1)
 	in.plugin.pool.streams.Add(-1)
 }
 

@@ -70,7 +70,7 @@ func TestTCPStream(t *testing.T) {
 	}; !reflect.DeepEqual(tail[1:], want) {
 		t.Errorf("end of trace = %q", tail)
 	}
-	in := p.pool.slots[0]
+	in := p.pool.slots[0].Load()
 	if d, _ := in.mem.ReadUint32Le(300); d != uint32(abi.PeerRemote) {
 		t.Errorf("downstream close peer = %d", d)
 	}

@@ -76,7 +76,7 @@ func TestQueueReady(t *testing.T) {
 			t.Fatal(st)
 		}
 	}
-	in := owner.pool.slots[0]
+	in := owner.pool.slots[0].Load()
 	waitFor(t, "five queue notifications", func() bool {
 		in.mu.Lock()
 		defer in.mu.Unlock()
