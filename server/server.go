@@ -27,9 +27,6 @@ const (
 	// default would refuse bodies Envoy accepts; 64 MiB leaves room for
 	// 16 MiB bodies with headroom.
 	MaxMessageSize = 64 << 20
-	// MaxConcurrentStreams is the HTTP/2 stream limit per connection.
-	// Envoy multiplexes one stream per HTTP request over few connections.
-	MaxConcurrentStreams = math.MaxUint32
 	// KeepaliveMinTime is the shortest client keepalive ping interval
 	// accepted; grpc-go's default (5 min) answers Envoy clusters that ping
 	// more often with GOAWAY too_many_pings.
@@ -41,13 +38,19 @@ const (
 const ServiceName = "envoy.service.ext_proc.v3.ExternalProcessor"
 
 // GRPCServerOptions returns the grpc.ServerOptions an ext_proc server
-// needs: message size limits that fit buffered bodies, a large stream
-// limit, reused stream workers and permissive keepalive enforcement. Add credentials as needed.
-func GRPCServerOptions() []grpc.ServerOption {
+// needs: message size limits that fit buffered bodies, l's concurrent-stream
+// limit per connection (Limits.MaxStreamsPerConnection; the zero Limits
+// means the defaults), reused stream workers and permissive keepalive
+// enforcement. Add credentials as needed.
+func GRPCServerOptions(l Limits) []grpc.ServerOption {
+	perConn := uint32(math.MaxUint32)
+	if n := l.withDefaults().MaxStreamsPerConnection; n > 0 {
+		perConn = uint32(n)
+	}
 	return []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(MaxMessageSize),
 		grpc.MaxSendMsgSize(MaxMessageSize),
-		grpc.MaxConcurrentStreams(MaxConcurrentStreams),
+		grpc.MaxConcurrentStreams(perConn),
 		// Reuse handler goroutines: a fresh goroutine per stream grows its
 		// stack again on the way into wazero, which cost a tenth of the
 		// server's CPU in BenchmarkProcess profiles. grpc-go falls back to
@@ -109,6 +112,9 @@ type Options struct {
 	// then get its failure policy, and it closes. 0 means
 	// DefaultDrainTimeout.
 	DrainTimeout time.Duration
+
+	// Limits bound what clients can make the server hold (see Limits).
+	Limits Limits
 }
 
 // Stats count what the server has done since it started.
@@ -137,6 +143,12 @@ type Stats struct {
 	// TimeoutOverrides counts override_message_timeout messages sent
 	// while a plugin's outbound call was out.
 	TimeoutOverrides int64
+	// LimitRefusals counts streams ended by a limit (Limits): too many
+	// streams, too many bytes or messages held, or idle too long.
+	LimitRefusals int64
+	// BufferedBytes is what streams hold now across messages for their
+	// plugins (what Limits.MaxBufferTotal caps).
+	BufferedBytes int64
 
 	// Generation is the plugin generation new streams start on: 1 for
 	// Options.Plugin, one more per Swap.
@@ -156,7 +168,7 @@ type counters struct {
 	streamsStarted, streamsActive, protocolErrors  atomic.Int64
 	messagesReceived, responsesSent, immediate     atomic.Int64
 	pluginFailures, droppedMutations, duplicateEOS atomic.Int64
-	lostBodyBytes, timeoutOverrides                atomic.Int64
+	lostBodyBytes, timeoutOverrides, limitRefusals atomic.Int64
 }
 
 // Server is the ext_proc service: every Process stream runs through one
@@ -174,6 +186,8 @@ type Server struct {
 
 	draining atomic.Bool
 	stats    counters
+	// buffered is what every stream holds across messages (Limits).
+	buffered atomic.Int64
 
 	stopOnce sync.Once
 	stop     chan struct{}
@@ -204,6 +218,7 @@ func New(opts Options) (*Server, error) {
 	if opts.DrainTimeout <= 0 {
 		opts.DrainTimeout = DefaultDrainTimeout
 	}
+	opts.Limits = opts.Limits.withDefaults()
 	s := &Server{
 		opts:   opts,
 		log:    opts.Logger,
@@ -238,10 +253,24 @@ func (s *Server) acquire() (*host.Plugin, func()) {
 	return l.gen.plugin, l.release
 }
 
-// Ready reports whether the server should receive traffic: it is not
-// draining and at least one plugin instance is healthy.
+// Ready reports whether the server should receive traffic: it is live, not
+// draining, and at least one plugin instance is healthy. It never waits
+// for a plugin call.
 func (s *Server) Ready() bool {
-	return !s.draining.Load() && s.Plugin().Stats().Healthy > 0
+	if s.draining.Load() {
+		return false
+	}
+	st := s.Plugin().Stats()
+	return st.Healthy > 0 && st.Stalled == 0
+}
+
+// Live reports whether the server can still make progress: no instance of
+// the current plugin is stuck in a call that its deadline could not stop
+// (host.Stats.Stalled). Only a plugin run with deadlines off can get there;
+// a liveness probe should then restart the process. It never waits for a
+// plugin call.
+func (s *Server) Live() bool {
+	return s.Plugin().Stats().Stalled == 0
 }
 
 // Drain marks the server not ready (HTTP readiness and gRPC health answer
@@ -277,6 +306,8 @@ func (s *Server) Stats() Stats {
 		DuplicateEOS:       c.duplicateEOS.Load(),
 		LostBodyBytes:      c.lostBodyBytes.Load(),
 		TimeoutOverrides:   c.timeoutOverrides.Load(),
+		LimitRefusals:      c.limitRefusals.Load(),
+		BufferedBytes:      s.buffered.Load(),
 
 		Generation:          s.gens.cur.Load().id,
 		Swaps:               s.gens.swaps.Load(),

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -52,6 +53,8 @@ type serveConfig struct {
 	allowEnvoy        bool
 
 	logLevel, logFormat string
+
+	limits server.Limits
 }
 
 func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
@@ -75,7 +78,8 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.IntVar(&c.instances, "instances", 0, "plugin instances (each runs one call at a time); 0 means GOMAXPROCS")
 	fs.UintVar(&c.memoryLimitPages, "memory-limit-pages", host.DefaultMemoryLimitPages, "memory limit of each instance, in 64 KiB pages")
 	fs.DurationVar(&c.callTimeout, "call-timeout", host.DefaultCallTimeout, "longest a single plugin callback may run before its instance is failed; "+
-		"0 turns deadlines off for trusted plugins (faster, but a plugin that loops forever hangs its instance)")
+		"0 turns deadlines off for trusted plugins: faster, but a plugin that loops forever then hangs the whole process at its next "+
+		"garbage collection (Go cannot preempt compiled guest code), and only /healthz failing gets it restarted")
 	fs.Func("upstream", "cluster a plugin may call (proxy_http_call, proxy_grpc_call): NAME=URL[,ca=FILE][,connect-timeout=DURATION] "+
 		"with an http, https or h2c (cleartext gRPC) URL; repeatable", func(v string) error {
 		u, err := host.ParseUpstream(v)
@@ -94,7 +98,8 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.StringVar(&c.key, "key", "", "TLS private key (PEM); reloaded when the file changes")
 	fs.StringVar(&c.clientCA, "client-ca", "", "CA bundle (PEM) that client certificates must chain to; turns on mutual TLS")
 	fs.StringVar(&c.healthAddr, "health-addr", ":8000", "HTTP health address: /healthz (live) and /readyz (ready) (empty disables)")
-	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 15*time.Second, "on SIGINT/SIGTERM, how long open streams may finish before they are cut")
+	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 15*time.Second, "on SIGINT/SIGTERM, how long shutting down may take: open streams "+
+		"finish, then the plugin's root contexts end; the process exits by then even if a plugin call cannot be stopped")
 	fs.DurationVar(&c.watch, "watch", 0, "poll the plugin file and @FILE configurations this often and reload when their content (sha256) changes, "+
 		"following symlinks afresh each time (Kubernetes ConfigMaps); 0 turns polling off. SIGHUP and POST /reload on --health-addr reload too")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", server.DefaultDrainTimeout, "after a reload, how long requests already running may finish "+
@@ -108,6 +113,19 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 		"(list it in the filter's metadata_options.receiving_namespaces)")
 	fs.BoolVar(&c.allowRouting, "allow-routing-mutations", false, "send changes to host, :authority, :scheme and :method (only if the filter's mutation_rules.allow_all_routing is true)")
 	fs.BoolVar(&c.allowEnvoy, "allow-envoy-mutations", false, "send changes to x-envoy-* headers (only if the filter's mutation_rules.allow_envoy is true)")
+	fs.IntVar(&c.limits.MaxStreams, "max-streams", server.DefaultMaxStreams, "streams open at once, HTTP and TCP, past which new ones are refused "+
+		"with RESOURCE_EXHAUSTED (Envoy then applies its failure mode); negative: no limit")
+	fs.IntVar(&c.limits.MaxStreamsPerConnection, "max-streams-per-connection", server.DefaultMaxStreamsPerConnection,
+		"HTTP/2 concurrent streams per client connection (Envoy opens another connection past it); negative: no limit")
+	fs.Var(byteSize{&c.limits.MaxStreamBuffer}, "max-stream-buffer", "bytes one stream may hold across messages while its plugin pauses "+
+		"(paused bodies, queued messages; 16Mi style suffixes allowed); past it a request gets 413, a response 500, a TCP connection is closed "+
+		"(default 64Mi; negative: no limit)")
+	fs.Var(byteSize{&c.limits.MaxBufferTotal}, "max-buffer-total", "bytes all streams may hold together; the stream that passes it ends "+
+		"with RESOURCE_EXHAUSTED (default 1Gi; negative: no limit)")
+	fs.IntVar(&c.limits.MaxQueuedMessages, "max-queued-messages", server.DefaultMaxQueuedMessages,
+		"messages queued behind a paused HTTP direction, past which the stream ends with RESOURCE_EXHAUSTED; negative: no limit")
+	fs.DurationVar(&c.limits.IdleTimeout, "stream-idle-timeout", server.DefaultIdleTimeout,
+		"end a stream that receives no message for this long (UNAVAILABLE); Envoy's stream_idle_timeout default; negative: never")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: trace, debug, info, warn or error (plugin log levels map onto these)")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	return fs, c
@@ -181,7 +199,12 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, hup <-c
 	// The server owns the plugins it replaces; the one current at the end
 	// is closed here, after the server.
 	current := func() *host.Plugin { return plugin }
-	defer func() { current().Close(context.Background()) }()
+	shutDown := false // the bounded shutdown below closed the plugins
+	defer func() {
+		if !shutDown {
+			current().Close(context.Background())
+		}
+	}()
 	logger.Info("plugin loaded", "plugin", hc.Name, "path", c.plugin, "failure_policy", hc.FailurePolicy)
 
 	srv, err := server.New(server.Options{
@@ -193,12 +216,17 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, hup <-c
 		MessageTimeout:      c.messageTimeout,
 		MaxMessageTimeout:   c.maxMessageTimeout,
 		DrainTimeout:        c.drainTimeout,
+		Limits:              c.limits,
 	})
 	if err != nil {
 		return err
 	}
 	current = srv.Plugin
-	defer srv.Close()
+	defer func() {
+		if !shutDown {
+			srv.Close()
+		}
+	}()
 
 	var servers []*grpc.Server
 	errc := make(chan error, 2)
@@ -207,7 +235,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, hup <-c
 		if err != nil {
 			return fmt.Errorf("%s listener: %w", kind, err)
 		}
-		g := grpc.NewServer(append(server.GRPCServerOptions(), opts...)...)
+		g := grpc.NewServer(append(server.GRPCServerOptions(c.limits), opts...)...)
 		srv.Register(g)
 		servers = append(servers, g)
 		go func() {
@@ -259,12 +287,42 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, hup <-c
 	}
 	rl.serving(nil) // reloads answer 503 from now on
 	srv.Drain()
-	gracefulStop(servers, c.shutdownTimeout, logger)
+	shutDown = true
+	shutdown(servers, srv, current, c.shutdownTimeout, logger)
 	st := srv.Stats()
 	logger.Info("stopped", "streams", st.StreamsStarted, "immediate_responses", st.ImmediateResponses,
 		"plugin_failures", st.PluginFailures, "protocol_errors", st.ProtocolErrors, "dropped_mutations", st.DroppedMutations,
 		"generation", st.Generation, "reload_failures", st.ReloadFailures)
 	return serveErr
+}
+
+// shutdown stops serving within timeout, whatever the plugin does: open
+// streams get most of it to finish, then the plugin generations are closed
+// (their root contexts end) with what is left. A plugin call that cannot be
+// stopped (deadlines off) does not hold the process: at the timeout the
+// closing is abandoned, and the process exits with it still running.
+func shutdown(servers []*grpc.Server, srv *server.Server, current func() *host.Plugin, timeout time.Duration, logger *slog.Logger) {
+	deadline := time.Now().Add(timeout)
+	reserve := min(timeout/4, 2*time.Second)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		// A cut stream's handler returns only once its plugin call does.
+		gracefulStop(servers, timeout-reserve, logger)
+		srv.Close()
+		ctx, cancel := context.WithDeadline(context.Background(), deadline)
+		defer cancel()
+		if err := current().Close(ctx); err != nil {
+			logger.Warn("closing the plugin", "err", err)
+		}
+	}()
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		logger.Error("shutdown timeout reached while the plugin was still closing; exiting without waiting for it")
+	}
 }
 
 // gracefulStop lets open streams finish for up to timeout, then cuts them.
@@ -298,15 +356,21 @@ func listening(stdout io.Writer, logger *slog.Logger, kind string, addr net.Addr
 	logger.Info("listening", "kind", kind, "addr", addr.String())
 }
 
-// healthHandler serves /healthz (200 while the process runs) and /readyz
+// healthHandler serves /healthz (200 while the process can make progress:
+// no plugin call is stuck past its deadline; see server.Live) and /readyz
 // (200 once the plugin's pool is started, while an instance is healthy and
 // until shutdown begins), and whatever routes adds (the admin endpoints).
+// Neither ever waits for a plugin call.
 func healthHandler(srv *atomic.Pointer[server.Server], routes ...func(*http.ServeMux)) http.Handler {
 	mux := http.NewServeMux()
 	for _, add := range routes {
 		add(mux)
 	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if s := srv.Load(); s != nil && !s.Live() {
+			http.Error(w, "stalled: a plugin call outlived its deadline", http.StatusServiceUnavailable)
+			return
+		}
 		io.WriteString(w, "ok\n")
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
@@ -490,4 +554,34 @@ func (k *keyPair) get() (*tls.Certificate, error) {
 	}
 	k.cur, k.certMod, k.keyMod = &pair, ci.ModTime(), ki.ModTime()
 	return k.cur, nil
+}
+
+// byteSize is a flag.Value for a byte count with an optional binary suffix
+// (Ki, Mi, Gi).
+type byteSize struct{ v *int64 }
+
+func (b byteSize) String() string {
+	if b.v == nil {
+		return "0"
+	}
+	return strconv.FormatInt(*b.v, 10)
+}
+
+func (b byteSize) Set(s string) error {
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"Ki", 1 << 10}, {"Mi", 1 << 20}, {"Gi", 1 << 30}} {
+		if n, ok := strings.CutSuffix(s, u.suffix); ok {
+			s, mult = n, u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return fmt.Errorf("want a byte count such as 1048576 or 16Mi")
+	}
+	*b.v = n * mult
+	return nil
 }
