@@ -33,8 +33,10 @@ func (st *stream) onBody(d *direction, chunk []byte, eos bool) error {
 		return err
 	}
 	if r.Action == abi.ActionContinue {
+		d.hostHeld = 0
 		return st.answerBody(d, chunk, r.Body, eos)
 	}
+	d.hostHeld += int64(len(chunk))
 	mode := d.bodyMode()
 	switch {
 	case eos:
@@ -137,10 +139,22 @@ func (st *stream) sendStreamed(d *direction, out []byte, eos bool) error {
 }
 
 func (st *stream) takeBody(d *direction) ([]byte, bool) {
+	d.hostHeld = 0
 	if st.hs == nil {
 		return nil, false
 	}
 	return st.hs.TakeBody(d.typ)
+}
+
+// holding is what the stream keeps across messages (Limits.MaxStreamBuffer
+// counts it): paused body bytes in the host, resumed bytes waiting for the
+// next answer, and queued messages.
+func (st *stream) holding() int64 {
+	var n int64
+	for _, d := range st.dirs {
+		n += d.hostHeld + d.queued + int64(len(d.released))
+	}
+	return n
 }
 
 // ---- trailers ----

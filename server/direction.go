@@ -64,9 +64,13 @@ type direction struct {
 	ended                  bool
 
 	// What the server answered, updated as messages are processed.
-	blocked          phase  // an answer withheld until the plugin resumes
-	blockedIn        []byte // the withheld body message's bytes
-	queue            []*extprocv3.ProcessingRequest
+	blocked   phase  // an answer withheld until the plugin resumes
+	blockedIn []byte // the withheld body message's bytes
+	queue     []*extprocv3.ProcessingRequest
+	queued    int64 // body bytes in queue
+	// hostHeld is what the host keeps of this direction's body: the
+	// chunks the plugin paused on, not yet released.
+	hostHeld         int64
 	answeredHeaders  bool
 	headersOpen      bool // Envoy still applies header mutations in the next body answer
 	trailersAnswered bool

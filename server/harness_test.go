@@ -116,7 +116,7 @@ func start(t testing.TB, opts Options) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := grpc.NewServer(GRPCServerOptions()...)
+	g := grpc.NewServer(GRPCServerOptions(opts.Limits)...)
 	srv.Register(g)
 	go g.Serve(lis)
 	conn, err := envoytest.Dial(lis.Addr().String())

@@ -58,6 +58,9 @@ type flow struct {
 	// failure policy released); they go out with the next answer of this
 	// direction, since network_ext_proc answers one message per frame.
 	released []byte
+	// hostHeld is what the host keeps of this direction: the data the
+	// plugin paused on, not yet released.
+	hostHeld int64
 }
 
 // tcpConn is one network_ext_proc Process stream: one TCP connection through
@@ -85,6 +88,7 @@ type tcpConn struct {
 	downClosed bool // proxy_on_downstream_connection_close has run
 	finished   bool // CLOSE or CLOSE_RST sent: the connection is gone
 	sentProps  map[string]string
+	held       held // bytes kept across frames, against the limits
 }
 
 // frameIn is what the receiving goroutine hands over.
@@ -101,10 +105,12 @@ type frameIn struct {
 // cancellation, reset) is a normal end.
 func (p *networkProcessor) Process(gs netprocv3.NetworkExternalProcessor_ProcessServer) (err error) {
 	s := p.srv
-	s.stats.streamsStarted.Add(1)
-	s.stats.streamsActive.Add(1)
-	defer s.stats.streamsActive.Add(-1)
-	c := &tcpConn{srv: s, gs: gs}
+	if err := s.enter(); err != nil {
+		return err
+	}
+	defer s.leave()
+	c := &tcpConn{srv: s, gs: gs, held: held{srv: s}}
+	defer c.held.set(0)
 	c.flows[0] = flow{typ: abi.StreamDownstream, name: "read_data"}
 	c.flows[1] = flow{typ: abi.StreamUpstream, name: "write_data"}
 	c.lease = s.acquireLease()
@@ -147,6 +153,8 @@ func (c *tcpConn) run() error {
 			}
 		}
 	}()
+	idle := c.srv.newIdleTimer()
+	defer idle.stop()
 	for !c.finished {
 		var notify <-chan struct{}
 		if c.ts != nil {
@@ -164,6 +172,7 @@ func (c *tcpConn) run() error {
 				}
 				return r.err
 			}
+			idle.reset()
 			if err := c.receive(r.m); err != nil {
 				return err
 			}
@@ -173,9 +182,13 @@ func (c *tcpConn) run() error {
 			}
 		case <-c.expired:
 			c.expire()
+		case <-idle.C():
+			c.srv.stats.limitRefusals.Add(1)
+			return idle.err()
 		case <-ctx.Done():
 			return nil
 		}
+		c.held.set(c.holding())
 	}
 	return nil
 }
@@ -230,7 +243,29 @@ func (c *tcpConn) receive(m *netprocv3.ProcessingRequest) error {
 	c.properties(m)
 	eos := d.GetEndOfStream()
 	f.ended = eos
+	if err := c.held.admit(c.holding(), int64(len(d.GetData()))); err != nil {
+		if err != errStreamBuffer {
+			return err
+		}
+		// Envoy would stop reading the connection; ext_proc has no way
+		// to ask for that, so the connection is closed instead.
+		c.srv.log.Warn("connection passed its buffer limit; closing it",
+			"direction", f.name, "limit", c.srv.opts.Limits.MaxStreamBuffer)
+		return c.closeWith(f, d.GetData(), eos, false)
+	}
 	return c.frame(f, d.GetData(), eos)
+}
+
+// holding is what the connection keeps across frames
+// (Limits.MaxStreamBuffer counts it): data held while the connection is
+// paused, data the plugin paused on in the host, and released bytes
+// waiting for their direction's next answer.
+func (c *tcpConn) holding() int64 {
+	n := int64(len(c.connHeld))
+	for i := range c.flows {
+		n += c.flows[i].hostHeld + int64(len(c.flows[i].released))
+	}
+	return n
 }
 
 // properties keeps what the frame says about the connection for the
@@ -286,6 +321,7 @@ func (c *tcpConn) frame(f *flow, in []byte, eos bool) error {
 		// holds: release it rather than lose it.
 		if c.ts != nil {
 			out, _ = c.ts.TakeData(f.typ)
+			f.hostHeld = 0
 		}
 		c.srv.log.Debug("plugin paused the last frame of a direction; releasing what it held",
 			"direction", f.name, "bytes", len(out))
@@ -332,7 +368,7 @@ func (c *tcpConn) call(f *flow, in []byte, eos bool) host.Result {
 		return host.Result{Action: abi.ActionContinue, Body: in}
 	}
 	if f.typ == abi.StreamUpstream {
-		return c.ts.UpstreamData(in, eos)
+		return f.track(in, c.ts.UpstreamData(in, eos))
 	}
 	if c.connPaused && !eos {
 		c.connHeld = append(c.connHeld, in...)
@@ -344,7 +380,18 @@ func (c *tcpConn) call(f *flow, in []byte, eos bool) host.Result {
 		c.connHeld = nil
 	}
 	c.connPaused = false
-	return c.ts.DownstreamData(chunk, eos)
+	return f.track(chunk, c.ts.DownstreamData(chunk, eos))
+}
+
+// track keeps hostHeld after the plugin saw chunk: a Continue released
+// everything, a Pause kept chunk on top of what was held.
+func (f *flow) track(chunk []byte, r host.Result) host.Result {
+	if r.Action == abi.ActionContinue {
+		f.hostHeld = 0
+	} else {
+		f.hostHeld += int64(len(chunk))
+	}
+	return r
 }
 
 // closeCallback runs the connection-close callback of a direction that has
@@ -457,6 +504,7 @@ func (c *tcpConn) events() error {
 // takeHeld moves the bytes the host holds for f to f.released.
 func (c *tcpConn) takeHeld(f *flow) {
 	data, _ := c.ts.TakeData(f.typ)
+	f.hostHeld = 0
 	if len(data) == 0 {
 		return
 	}

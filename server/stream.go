@@ -33,6 +33,7 @@ type stream struct {
 	props   attributeSource
 	dirs    [2]*direction
 
+	held               held // bytes kept across messages, against the limits
 	noPlugin           bool // fail-open without an instance: everything continues
 	failed             bool // a plugin failure was reported
 	msgs               int
@@ -55,10 +56,12 @@ type received struct {
 // the stream ends, however it ends. Envoy ending the stream (EOF,
 // cancellation, reset) is a normal end.
 func (s *Server) Process(gs extprocv3.ExternalProcessor_ProcessServer) (err error) {
-	s.stats.streamsStarted.Add(1)
-	s.stats.streamsActive.Add(1)
-	defer s.stats.streamsActive.Add(-1)
-	st := &stream{srv: s, gs: gs, log: s.log}
+	if err := s.enter(); err != nil {
+		return err
+	}
+	defer s.leave()
+	st := &stream{srv: s, gs: gs, log: s.log, held: held{srv: s}}
+	defer st.held.set(0)
 	st.lease = s.acquireLease()
 	st.plugin, st.expired = st.lease.gen.plugin, st.lease.expired()
 	defer func() { st.lease.release() }() // expire may move the stream
@@ -101,6 +104,8 @@ func (st *stream) run() error {
 			}
 		}
 	}()
+	idle := st.srv.newIdleTimer()
+	defer idle.stop()
 	eof := false
 	for {
 		var notify <-chan struct{}
@@ -124,6 +129,7 @@ func (st *stream) run() error {
 				}
 				return r.err
 			}
+			idle.reset()
 			if err := st.receive(r.msg); err != nil {
 				return err
 			}
@@ -133,9 +139,13 @@ func (st *stream) run() error {
 			}
 		case <-st.expired:
 			st.expire()
+		case <-idle.C():
+			st.srv.stats.limitRefusals.Add(1)
+			return idle.err()
 		case <-ctx.Done():
 			return nil
 		}
+		st.held.set(st.holding())
 		if st.finished {
 			return nil
 		}
@@ -226,8 +236,24 @@ func (st *stream) receive(m *extprocv3.ProcessingRequest) error {
 	if err != nil || ignore {
 		return err
 	}
-	if d.blocked != phaseNone || len(d.queue) > 0 {
+	n := int64(len(bodyOf(m).GetBody()))
+	queue := d.blocked != phaseNone || len(d.queue) > 0
+	if queue || (ph == phaseBody && st.hs != nil) {
+		if err := st.held.admit(st.holding(), n); err != nil {
+			if err == errStreamBuffer {
+				return st.overflow(d)
+			}
+			return err
+		}
+	}
+	if queue {
+		if max := st.srv.opts.Limits.MaxQueuedMessages; max > 0 && len(d.queue) >= max {
+			st.srv.stats.limitRefusals.Add(1)
+			return status.Errorf(codes.ResourceExhausted,
+				"wasm-callout: %d messages queued behind the paused %s, the server's limit", max, d.name)
+		}
 		d.queue = append(d.queue, m)
+		d.queued += n
 		return nil
 	}
 	return st.process(d, ph, m)
@@ -255,6 +281,7 @@ func (st *stream) drain(d *direction) error {
 		m := d.queue[0]
 		d.queue[0] = nil
 		d.queue = d.queue[1:]
+		d.queued -= int64(len(bodyOf(m).GetBody()))
 		_, ph, _ := st.classify(m)
 		if err := st.process(d, ph, m); err != nil {
 			return err

@@ -120,7 +120,7 @@ func serve(t *testing.T, path string, cfg host.Config) *instance {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := grpc.NewServer(server.GRPCServerOptions()...)
+	g := grpc.NewServer(server.GRPCServerOptions(server.Limits{})...)
 	srv.Register(g)
 	go g.Serve(lis)
 	conn, err := envoytest.Dial(lis.Addr().String())
