@@ -322,3 +322,49 @@ func newCert(t *testing.T, parent *x509.Certificate, parentKey *ecdsa.PrivateKey
 }
 
 type atomicServer struct{ p atomic.Pointer[server.Server] }
+
+// SIGTERM (here, cancelling run) ends the process within
+// --shutdown-timeout while a plugin call loops, and health answers at once
+// throughout. The call timeout is longer than the shutdown timeout, so
+// only shutdown itself can stop the loop.
+func TestShutdownWhileLooping(t *testing.T) {
+	addrs, stop := started(t, []string{"grpc", "health"}, "serve", "--plugin", "../../host/testdata/faults.wasm",
+		"--addr", "127.0.0.1:0", "--tls-addr", "", "--health-addr", "127.0.0.1:0", "--log-level", "error",
+		"--instances", "2", "--call-timeout", "30s", "--shutdown-timeout", "2s")
+	conn, err := envoytest.Dial(addrs["grpc"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	looping := make(chan error, 1)
+	go func() {
+		_, err := envoytest.Do(ctx, conn, envoytest.Config{}, &envoytest.Request{Headers: envoytest.H(":method", "GET", ":path", "/", "x-fault", "loop")})
+		looping <- err
+	}()
+	// Health answers at once while the call loops, and the other instance
+	// serves.
+	time.Sleep(100 * time.Millisecond)
+	for _, path := range []string{"/healthz", "/readyz"} {
+		t0 := time.Now()
+		if got := httpStatus(t, "http://"+addrs["health"]+path); got != 200 {
+			t.Errorf("%s during a loop: %d", path, got)
+		}
+		if d := time.Since(t0); d > time.Second {
+			t.Errorf("%s took %v during a loop", path, d)
+		}
+	}
+	res, err := envoytest.Do(ctx, conn, envoytest.Config{}, &envoytest.Request{Headers: envoytest.H(":method", "GET", ":path", "/")})
+	if err != nil || res.LocalReply != nil {
+		t.Errorf("a good request during a loop: %+v, %v", res, err)
+	}
+	t0 := time.Now()
+	if err := stop(); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if d := time.Since(t0); d > 3*time.Second {
+		t.Errorf("shutdown took %v with --shutdown-timeout 2s", d)
+	}
+	<-looping
+}
