@@ -262,3 +262,35 @@ func TestStalledInstance(t *testing.T) {
 	in.callStart.Store(0)
 	s.Close()
 }
+
+// A stream is never refused while a healthy instance exists: one that
+// picks an instance that failed (or is busy failing) moves on to a healthy
+// one instead of giving up (issue: "no healthy plugin instance" failed
+// good streams while the other instance served).
+func TestNewStreamAvoidsFailedInstance(t *testing.T) {
+	p := loadFile(t, "faults", Config{Instances: 2})
+	for round := range 20 {
+		bad := p.pool.slots[round%2].Load()
+		if bad == nil {
+			waitFor(t, "a replacement", func() bool { return p.Stats().Healthy == 2 })
+			bad = p.pool.slots[round%2].Load()
+		}
+		bad.mu.Lock()
+		bad.fail(errTestFault)
+		// While the failed instance is still in its slot and locked (its
+		// replacement waits for the lock), new streams go elsewhere.
+		for range 5 {
+			s, err := p.NewHTTPStream(nil)
+			if err != nil {
+				bad.mu.Unlock()
+				t.Fatalf("round %d: %v with a healthy instance in the pool", round, err)
+			}
+			if s.in == bad {
+				t.Errorf("round %d: stream placed on the failed instance", round)
+			}
+			go s.Close()
+		}
+		bad.mu.Unlock()
+		waitFor(t, "a replacement", func() bool { return p.Stats().Healthy == 2 })
+	}
+}
