@@ -41,6 +41,10 @@ const (
 	DefaultMemoryLimitPages = 4096 // 256 MiB of guest memory per instance.
 	DefaultCallTimeout      = time.Second
 	DefaultFailStatus       = 503 // Envoy's wasm_fail_stream reply.
+	// DefaultShedQueueDelay is half of Envoy's default message_timeout
+	// (200 ms): a stream queued longer than that for its instance is
+	// unlikely to be answered before Envoy gives up on it.
+	DefaultShedQueueDelay = 100 * time.Millisecond
 )
 
 // Config describes one plugin: its code's configuration, identity, pool and
@@ -73,6 +77,11 @@ type Config struct {
 	// faster (RATIONALE.md has the figures), but a plugin that loops forever
 	// hangs its instance for good.
 	CallTimeout time.Duration
+	// ShedQueueDelay sheds load: a new stream is refused with
+	// ErrOverloaded when every healthy instance is busy and streams have
+	// lately waited longer than this for each. Streams already open are
+	// served. Zero means DefaultShedQueueDelay; negative never sheds.
+	ShedQueueDelay time.Duration
 	// CompilationCacheDir, when set, keeps compiled code on disk so a
 	// restart or a reload of the same .wasm skips compilation.
 	CompilationCacheDir string
@@ -112,6 +121,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.CallTimeout == 0 {
 		c.CallTimeout = DefaultCallTimeout
+	}
+	if c.ShedQueueDelay == 0 {
+		c.ShedQueueDelay = DefaultShedQueueDelay
 	}
 	if c.FailStatus == 0 {
 		c.FailStatus = DefaultFailStatus

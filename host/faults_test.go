@@ -294,3 +294,67 @@ func TestNewStreamAvoidsFailedInstance(t *testing.T) {
 		waitFor(t, "a replacement", func() bool { return p.Stats().Healthy == 2 })
 	}
 }
+
+// Past ShedQueueDelay a new stream is refused at once (ErrOverloaded)
+// instead of queueing behind busy instances; it waits for an instance
+// whose queue is short, and a queue nobody has waited in lately counts as
+// none.
+func TestShedQueueDelay(t *testing.T) {
+	p := loadFile(t, "faults", Config{Instances: 2, ShedQueueDelay: 50 * time.Millisecond})
+	var ins []*instance
+	queued := func(in *instance, d time.Duration, ago time.Duration) {
+		in.queueDelay.Store(int64(d))
+		in.waitedAt.Store(time.Now().Add(-ago).UnixNano())
+	}
+	for i := range p.pool.slots {
+		in := p.pool.slots[i].Load()
+		in.mu.Lock() // busy, as if in a long callback
+		queued(in, 80*time.Millisecond, 0)
+		ins = append(ins, in)
+	}
+	if _, err := p.NewHTTPStream(nil); !errors.Is(err, ErrOverloaded) {
+		t.Fatalf("every instance busy with a long queue: %v, want ErrOverloaded", err)
+	}
+	for _, tc := range []struct {
+		name       string
+		delay, ago time.Duration
+	}{
+		{"a short queue", 10 * time.Millisecond, 0},
+		{"a long queue nobody waited in lately", 80 * time.Millisecond, 2 * queueWindow},
+	} {
+		queued(ins[1], tc.delay, tc.ago)
+		opened := make(chan *HTTPStream)
+		go func() {
+			s, err := p.NewHTTPStream(nil)
+			if err != nil {
+				t.Errorf("%s: %v", tc.name, err)
+			}
+			opened <- s
+		}()
+		time.Sleep(20 * time.Millisecond) // let it reach the lock: a refusal would be at once
+		ins[1].mu.Unlock()
+		if s := <-opened; s != nil {
+			if s.in != ins[1] {
+				t.Errorf("%s: the stream did not wait for the instance with the shorter queue", tc.name)
+			}
+			s.Close()
+		}
+		ins[1].mu.Lock()
+	}
+	for _, in := range ins {
+		in.mu.Unlock()
+	}
+	// Uncontended locks decay the average.
+	queued(ins[0], 80*time.Millisecond, 0)
+	for range 100 {
+		s, err := p.NewHTTPStream(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.RequestHeaders(faultHeaders("none"), true)
+		s.Close()
+	}
+	if d := time.Duration(ins[0].queueDelay.Load()); d > time.Millisecond {
+		t.Errorf("queue delay %v after uncontended streams", d)
+	}
+}

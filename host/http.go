@@ -63,14 +63,14 @@ func (s *HTTPStream) ResponseHeaders(headers []abi.Pair, endOfStream bool) Resul
 // Envoy's StopIterationAndBuffer does; a Continue releases them in
 // Result.Body. chunk is not modified and may be retained until released.
 func (s *HTTPStream) RequestBody(chunk []byte, endOfStream bool) Result {
-	s.in.mu.Lock()
+	s.in.lock()
 	defer s.in.mu.Unlock()
 	return s.bodyCall(&s.bodies[abi.StreamHTTPRequest], abi.StreamHTTPRequest, phaseRequestBody, s.in.fns.onRequestBody, chunk, endOfStream)
 }
 
 // ResponseBody runs proxy_on_response_body; see RequestBody.
 func (s *HTTPStream) ResponseBody(chunk []byte, endOfStream bool) Result {
-	s.in.mu.Lock()
+	s.in.lock()
 	defer s.in.mu.Unlock()
 	return s.bodyCall(&s.bodies[abi.StreamHTTPResponse], abi.StreamHTTPResponse, phaseResponseBody, s.in.fns.onResponseBody, chunk, endOfStream)
 }
@@ -104,7 +104,7 @@ func (s *HTTPStream) WithHeaders(m abi.MapType, fn func(h *HeaderMap)) {
 	if m > abi.MapHTTPResponseTrailers {
 		return
 	}
-	s.in.mu.Lock()
+	s.in.lock()
 	defer s.in.mu.Unlock()
 	if h := s.maps[m]; h != nil {
 		fn(h)
@@ -144,7 +144,7 @@ func (s *HTTPStream) Close() {
 // trailers callback.
 func (s *HTTPStream) mapCall(m abi.MapType, ph phase, fn api.Function, pairs []abi.Pair, isHeaders, eos bool) Result {
 	in := s.in
-	in.mu.Lock()
+	in.lock()
 	defer in.mu.Unlock()
 	s.maps[m] = newHeaderMap(pairs)
 	if r, done := s.precheck(); done {

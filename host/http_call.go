@@ -84,7 +84,7 @@ func (in *instance) startCall(kind uint32, timeout time.Duration) (*outboundCall
 // A server whose answer waits on the call uses it to ask the proxy for
 // more time.
 func (s *stream) PendingCall() (deadline time.Time, pending bool) {
-	s.in.mu.Lock()
+	s.in.lock()
 	defer s.in.mu.Unlock()
 	for _, c := range s.in.calls {
 		if c.owner != s.id {

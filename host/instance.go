@@ -73,6 +73,10 @@ type instance struct {
 	dead         atomic.Bool
 	live         atomic.Int64
 	pendingCalls atomic.Int64
+	// queueDelay is a moving average of how long a stream waits for mu
+	// (ns); it decays towards zero while nobody has to wait (see lock).
+	// waitedAt is when a stream last had to wait (UnixNano).
+	queueDelay, waitedAt atomic.Int64
 
 	mu sync.Mutex
 	// Fields below are guarded by mu.
@@ -367,6 +371,37 @@ func (in *instance) run() {
 			in.withLock(task)
 		}
 	}
+}
+
+// lock takes mu for a stream, keeping queueDelay: an average over the last
+// eight or so acquisitions of how long each waited. An uncontended lock
+// costs one TryLock and decays the average.
+func (in *instance) lock() {
+	if in.mu.TryLock() {
+		if d := in.queueDelay.Load(); d != 0 {
+			in.queueDelay.Store(d - d/8 - 1)
+		}
+		return
+	}
+	t0 := time.Now()
+	in.mu.Lock()
+	now := time.Now()
+	d := in.queueDelay.Load()
+	in.queueDelay.Store(d + (int64(now.Sub(t0))-d)/8)
+	in.waitedAt.Store(now.UnixNano())
+}
+
+// queueWindow is how long a measured queue delay stays news: an instance
+// nobody has had to wait for since then has no queue.
+const queueWindow = time.Second
+
+// recentQueueDelay is queueDelay, or zero if nobody waited for the
+// instance within queueWindow before now.
+func (in *instance) recentQueueDelay(now int64) int64 {
+	if now-in.waitedAt.Load() > int64(queueWindow) {
+		return 0
+	}
+	return in.queueDelay.Load()
 }
 
 // withLock runs fn under mu unless the instance failed, then delivers the

@@ -25,6 +25,12 @@ type Plugin struct {
 // has failed and none has been replaced yet.
 var ErrNoInstance = errors.New("no healthy plugin instance")
 
+// ErrOverloaded is returned by NewHTTPStream and NewTCPStream when every
+// healthy instance is busy and streams wait longer than
+// Config.ShedQueueDelay for them: the stream would be answered too late to
+// be of use, and queueing it would delay the streams already open.
+var ErrOverloaded = errors.New("every plugin instance is overloaded")
+
 // Load compiles wasm, validates its imports and exports, and starts
 // cfg.Instances instances before returning, so no stream ever waits for an
 // instantiation. The error explains precisely why a plugin cannot load.
@@ -161,9 +167,11 @@ func (pl *pool) start(ctx context.Context) error {
 
 // lock returns a healthy instance for a new stream, locked. It prefers the
 // instance with the fewest live streams among those not running a call;
-// only when every healthy instance is busy does it wait, for the least
-// loaded one. An instance found failed once locked is passed over, so a
-// stream is refused (ErrNoInstance) only when no healthy instance is left.
+// only when every healthy instance is busy does it wait, for the one
+// streams have lately waited least for, unless that wait is past
+// ShedQueueDelay (ErrOverloaded). An instance found failed once locked is
+// passed over, so a stream is refused (ErrNoInstance) only when no healthy
+// instance is left.
 func (pl *pool) lock() (*instance, error) {
 	var skip uint64 // slots found failed, as a bit set (pools beyond 64 reuse bits)
 	for range len(pl.slots) + 1 {
@@ -171,17 +179,17 @@ func (pl *pool) lock() (*instance, error) {
 			return nil, errClosed
 		}
 		var best, idle *instance
-		var bestLive, idleLive int64
+		var bestDelay, idleLive int64
+		now := time.Now().UnixNano()
 		for i := range pl.slots {
 			in := pl.slots[i].Load()
 			if in == nil || in.dead.Load() || skip&(1<<(i%64)) != 0 {
 				continue
 			}
-			n := in.live.Load()
-			if best == nil || n < bestLive {
-				best, bestLive = in, n
+			if d := in.recentQueueDelay(now); best == nil || d < bestDelay {
+				best, bestDelay = in, d
 			}
-			if in.callStart.Load() == 0 && (idle == nil || n < idleLive) {
+			if n := in.live.Load(); in.callStart.Load() == 0 && (idle == nil || n < idleLive) {
 				idle, idleLive = in, n
 			}
 		}
@@ -193,8 +201,10 @@ func (pl *pool) lock() (*instance, error) {
 		case idle != nil && idle.mu.TryLock():
 			in = idle
 		case best.mu.TryLock():
+		case pl.p.cfg.ShedQueueDelay > 0 && bestDelay > int64(pl.p.cfg.ShedQueueDelay):
+			return nil, ErrOverloaded
 		default:
-			best.mu.Lock()
+			best.lock()
 		}
 		if in.failed == nil && !in.stopped() {
 			return in, nil

@@ -76,7 +76,7 @@ func (s *stream) open(in *instance, props PropertySource) {
 // It is idempotent.
 func (s *stream) close(callbacks ...api.Function) {
 	in := s.in
-	in.mu.Lock()
+	in.lock()
 	defer in.mu.Unlock()
 	if s.closed {
 		return
@@ -103,7 +103,7 @@ func (s *stream) ID() uint32 { return s.id }
 // PropertyWrites returns what the plugin stored with proxy_set_property, by
 // dotted path. The server forwards these as dynamic metadata.
 func (s *stream) PropertyWrites() map[string][]byte {
-	s.in.mu.Lock()
+	s.in.lock()
 	defer s.in.mu.Unlock()
 	out := make(map[string][]byte, len(s.properties))
 	for k, v := range s.properties {
@@ -183,7 +183,7 @@ func (s *stream) failure(err error) Result {
 // closed or has failed already. It must not be called from inside a
 // callback of the stream's plugin.
 func (s *stream) Fail(err error) {
-	s.in.mu.Lock()
+	s.in.lock()
 	defer s.in.mu.Unlock()
 	if s.closed || s.failed != nil {
 		return
@@ -268,7 +268,7 @@ func (s *stream) bodyCall(b *body, dir abi.StreamType, ph phase, fn api.Function
 
 // takeBody releases b's bytes after an asynchronous resume.
 func (s *stream) takeBody(b *body) (data []byte, modified bool) {
-	s.in.mu.Lock()
+	s.in.lock()
 	defer s.in.mu.Unlock()
 	data, modified = b.buf, b.modified
 	*b = body{}

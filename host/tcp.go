@@ -31,7 +31,7 @@ func (p *Plugin) NewTCPStream(props PropertySource) (*TCPStream, error) {
 // connection's data until the plugin continues the downstream direction.
 func (s *TCPStream) NewConnection() Result {
 	in := s.in
-	in.mu.Lock()
+	in.lock()
 	defer in.mu.Unlock()
 	if r, done := s.precheck(); done {
 		return r
@@ -47,14 +47,14 @@ func (s *TCPStream) NewConnection() Result {
 // the failure policy) closes the connection; Reset asks for an abortive
 // close.
 func (s *TCPStream) DownstreamData(chunk []byte, endOfStream bool) Result {
-	s.in.mu.Lock()
+	s.in.lock()
 	defer s.in.mu.Unlock()
 	return s.bodyCall(&s.data[0], abi.StreamDownstream, phaseDownstreamData, s.in.fns.onDownstreamData, chunk, endOfStream)
 }
 
 // UpstreamData runs proxy_on_upstream_data; see DownstreamData.
 func (s *TCPStream) UpstreamData(chunk []byte, endOfStream bool) Result {
-	s.in.mu.Lock()
+	s.in.lock()
 	defer s.in.mu.Unlock()
 	return s.bodyCall(&s.data[1], abi.StreamUpstream, phaseUpstreamData, s.in.fns.onUpstreamData, chunk, endOfStream)
 }
@@ -67,7 +67,7 @@ func (s *TCPStream) UpstreamClose(peer abi.PeerType) { s.closeCallback(false, pe
 
 func (s *TCPStream) closeCallback(downstream bool, peer abi.PeerType) {
 	in := s.in
-	in.mu.Lock()
+	in.lock()
 	defer in.mu.Unlock()
 	if _, done := s.precheck(); done {
 		return

@@ -97,6 +97,17 @@ func (s *Server) enter() error {
 
 func (s *Server) leave() { s.stats.streamsActive.Add(-1) }
 
+// shed is the answer to a new stream that the plugin's pool refused as
+// overloaded (host.ErrOverloaded): UNAVAILABLE at once, so that Envoy
+// applies its failure mode now rather than after its message timeout, and
+// the streams already open keep their instances' time.
+func (s *Server) shed() error {
+	s.stats.limitRefusals.Add(1)
+	s.stats.shed.Add(1)
+	return status.Error(codes.Unavailable,
+		"wasm-callout: overloaded: every plugin instance has a queue longer than --shed-queue-delay")
+}
+
 // idleTimer ends a stream that receives nothing for IdleTimeout. Its
 // channel is nil when the limit is off.
 type idleTimer struct {

@@ -301,7 +301,11 @@ func (c *tcpConn) properties(m *netprocv3.ProcessingRequest) {
 // frame runs one frame through the plugin and answers it.
 func (c *tcpConn) frame(f *flow, in []byte, eos bool) error {
 	if c.ts == nil && !c.noPlugin {
-		if r := c.open(); r.Close {
+		r, err := c.open()
+		if err != nil {
+			return err
+		}
+		if r.Close {
 			return c.closeWith(f, in, eos, r.Reset)
 		}
 	}
@@ -340,16 +344,19 @@ func (c *tcpConn) frame(f *flow, in []byte, eos bool) error {
 // open creates the plugin's TCP context and runs proxy_on_new_connection.
 // Without a healthy instance the failure policy applies. The result says
 // whether the connection must be closed.
-func (c *tcpConn) open() host.Result {
+func (c *tcpConn) open() (host.Result, error) {
 	ts, err := c.plugin.NewTCPStream(&c.props)
+	if errors.Is(err, host.ErrOverloaded) {
+		return host.Result{}, c.srv.shed()
+	}
 	if err != nil {
 		if c.plugin.Config().FailurePolicy == host.FailOpen {
 			c.noPlugin = true
 			c.pluginFailed(err, false)
-			return host.Result{Action: abi.ActionContinue}
+			return host.Result{Action: abi.ActionContinue}, nil
 		}
 		c.pluginFailed(err, true)
-		return host.Result{Action: abi.ActionPause, Close: true, Failure: err}
+		return host.Result{Action: abi.ActionPause, Close: true, Failure: err}, nil
 	}
 	c.ts = ts
 	r := ts.NewConnection()
@@ -359,7 +366,7 @@ func (c *tcpConn) open() host.Result {
 	if r.Action == abi.ActionPause && !r.Close {
 		c.connPaused = true
 	}
-	return r
+	return r, nil
 }
 
 // call runs the direction's data callback on in.

@@ -146,6 +146,9 @@ type Stats struct {
 	// LimitRefusals counts streams ended by a limit (Limits): too many
 	// streams, too many bytes or messages held, or idle too long.
 	LimitRefusals int64
+	// Shed counts the streams among LimitRefusals refused because every
+	// plugin instance was overloaded (host.Config.ShedQueueDelay).
+	Shed int64
 	// BufferedBytes is what streams hold now across messages for their
 	// plugins (what Limits.MaxBufferTotal caps).
 	BufferedBytes int64
@@ -169,6 +172,7 @@ type counters struct {
 	messagesReceived, responsesSent, immediate     atomic.Int64
 	pluginFailures, droppedMutations, duplicateEOS atomic.Int64
 	lostBodyBytes, timeoutOverrides, limitRefusals atomic.Int64
+	shed                                           atomic.Int64
 }
 
 // Server is the ext_proc service: every Process stream runs through one
@@ -307,6 +311,7 @@ func (s *Server) Stats() Stats {
 		LostBodyBytes:      c.lostBodyBytes.Load(),
 		TimeoutOverrides:   c.timeoutOverrides.Load(),
 		LimitRefusals:      c.limitRefusals.Load(),
+		Shed:               c.shed.Load(),
 		BufferedBytes:      s.buffered.Load(),
 
 		Generation:          s.gens.cur.Load().id,

@@ -301,6 +301,9 @@ func (st *stream) ensurePlugin() error {
 		st.hs = hs
 		return nil
 	}
+	if errors.Is(err, host.ErrOverloaded) {
+		return st.srv.shed()
+	}
 	cfg := st.plugin.Config()
 	if cfg.FailurePolicy == host.FailOpen {
 		st.noPlugin = true

@@ -33,7 +33,7 @@ type serveConfig struct {
 	name, rootID, vmID             string
 	instances                      int
 	memoryLimitPages               uint
-	callTimeout                    time.Duration
+	callTimeout, shedQueueDelay    time.Duration
 	compilationCache               string
 
 	addr, tlsAddr, healthAddr string
@@ -113,6 +113,9 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 		"(list it in the filter's metadata_options.receiving_namespaces)")
 	fs.BoolVar(&c.allowRouting, "allow-routing-mutations", false, "send changes to host, :authority, :scheme and :method (only if the filter's mutation_rules.allow_all_routing is true)")
 	fs.BoolVar(&c.allowEnvoy, "allow-envoy-mutations", false, "send changes to x-envoy-* headers (only if the filter's mutation_rules.allow_envoy is true)")
+	fs.DurationVar(&c.shedQueueDelay, "shed-queue-delay", host.DefaultShedQueueDelay, "refuse new streams with UNAVAILABLE (Envoy then applies "+
+		"its failure mode at once) while every plugin instance is busy and streams lately waited longer than this for one; "+
+		"streams already open are served; 0 never sheds")
 	fs.IntVar(&c.limits.MaxStreams, "max-streams", server.DefaultMaxStreams, "streams open at once, HTTP and TCP, past which new ones are refused "+
 		"with RESOURCE_EXHAUSTED (Envoy then applies its failure mode); negative: no limit")
 	fs.IntVar(&c.limits.MaxStreamsPerConnection, "max-streams-per-connection", server.DefaultMaxStreamsPerConnection,
@@ -431,6 +434,10 @@ func (c *serveConfig) hostConfig() (host.Config, error) {
 	hc.Instances = c.instances
 	hc.MemoryLimitPages = uint32(c.memoryLimitPages)
 	hc.CallTimeout = c.callTimeout
+	hc.ShedQueueDelay = c.shedQueueDelay
+	if c.shedQueueDelay <= 0 {
+		hc.ShedQueueDelay = -1 // host: negative never sheds
+	}
 	if c.callTimeout == 0 {
 		hc.CallTimeout = -1 // host: negative turns deadlines off
 	}
