@@ -66,7 +66,7 @@ type Config struct {
 	// never exposed.
 	Env map[string]string
 
-	// Instances is the pool size; zero means GOMAXPROCS.
+	// Instances is the pool size; zero means DefaultInstances().
 	Instances int
 	// MemoryLimitPages caps each instance's memory in 64 KiB pages.
 	MemoryLimitPages uint32
@@ -112,9 +112,18 @@ type Config struct {
 	listeners experimental.FunctionListenerFactory
 }
 
+// MinDefaultInstances is the fewest instances a pool gets by default: a
+// fault fails the streams of its instance, about 1/N of those in flight, and
+// an instance costs about 4 MiB idle (RATIONALE.md has the measurements).
+const MinDefaultInstances = 4
+
+// DefaultInstances is the pool size when Config.Instances is zero:
+// GOMAXPROCS, and at least MinDefaultInstances.
+func DefaultInstances() int { return max(runtime.GOMAXPROCS(0), MinDefaultInstances) }
+
 func (c Config) withDefaults() Config {
 	if c.Instances <= 0 {
-		c.Instances = runtime.GOMAXPROCS(0)
+		c.Instances = DefaultInstances()
 	}
 	if c.MemoryLimitPages == 0 {
 		c.MemoryLimitPages = DefaultMemoryLimitPages

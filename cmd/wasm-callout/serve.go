@@ -75,7 +75,7 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.StringVar(&c.name, "name", "", "plugin name (property plugin_name); default: the plugin file name without .wasm")
 	fs.StringVar(&c.rootID, "root-id", "", "root context id (property plugin_root_id)")
 	fs.StringVar(&c.vmID, "vm-id", "", "VM id, which keys shared data and queues (property plugin_vm_id)")
-	fs.IntVar(&c.instances, "instances", 0, "plugin instances (each runs one call at a time); 0 means GOMAXPROCS")
+	fs.IntVar(&c.instances, "instances", 0, "plugin instances (each runs one call at a time; a fault fails the streams of its instance); 0 means GOMAXPROCS, at least 4")
 	fs.UintVar(&c.memoryLimitPages, "memory-limit-pages", host.DefaultMemoryLimitPages, "memory limit of each instance, in 64 KiB pages")
 	fs.DurationVar(&c.callTimeout, "call-timeout", host.DefaultCallTimeout, "longest a single plugin callback may run before its instance is failed; "+
 		"0 turns deadlines off for trusted plugins: faster, but a plugin that loops forever then hangs the whole process at its next "+
@@ -403,7 +403,7 @@ func (c *serveConfig) hostConfig() (host.Config, error) {
 		return hc, fmt.Errorf("--failure-status %d: want an HTTP status from 200 to 599", c.failureStatus)
 	}
 	if c.instances < 0 {
-		return hc, fmt.Errorf("--instances %d: want 0 (GOMAXPROCS) or more", c.instances)
+		return hc, fmt.Errorf("--instances %d: want 0 (the default) or more", c.instances)
 	}
 	if c.memoryLimitPages == 0 || c.memoryLimitPages > 65536 {
 		return hc, fmt.Errorf("--memory-limit-pages %d: want 1 to 65536", c.memoryLimitPages)
