@@ -261,6 +261,7 @@ func TestHTTPCallNeedsPseudoHeaders(t *testing.T) {
 		want    abi.Status
 	}{
 		{kv(":method", "GET", ":path", "/", ":authority", "web"), abi.StatusOK},
+		{kv(":method", "GET", ":path", "/", ":authority", ""), abi.StatusOK}, // present, empty: the Go SDK's multiple_dispatches
 		{kv(":method", "GET", ":path", "/"), abi.StatusBadArgument},
 		{kv(":path", "/", ":authority", "web"), abi.StatusBadArgument},
 		{kv(":method", "GET", ":authority", "web"), abi.StatusBadArgument},
@@ -272,6 +273,34 @@ func TestHTTPCallNeedsPseudoHeaders(t *testing.T) {
 		if tc.want == abi.StatusOK && h.u32(retP)&3 != 0 {
 			t.Errorf("http call token %d does not have Envoy's low bits 00", h.u32(retP))
 		}
+	}
+}
+
+// A call with an empty :authority reaches the upstream, with the
+// upstream's own host, as Envoy sends it.
+func TestHTTPCallEmptyAuthority(t *testing.T) {
+	var got atomic.Value
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got.Store(r.Host)
+		w.Write([]byte("ok"))
+	}))
+	t.Cleanup(up.Close)
+	us := upstreams(t, Upstream{Name: "web", URL: up.URL})
+	u, ok := us.byName["web"]
+	if !ok {
+		t.Fatal("no upstream web")
+	}
+	req, err := u.httpRequest(kv(":method", "GET", ":path", "/x", ":authority", ""), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if want := strings.TrimPrefix(up.URL, "http://"); got.Load() != want {
+		t.Errorf("upstream saw Host %q, want the upstream's own %q", got.Load(), want)
 	}
 }
 

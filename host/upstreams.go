@@ -161,10 +161,13 @@ func (us *Upstreams) Names() []string {
 }
 
 // httpRequest builds the request a plugin asked for: method, path and
-// Host from the pseudo-headers (all three required, as in Envoy), the other
-// headers as they are, and trailers when there are any.
+// Host from the pseudo-headers, the other headers as they are, and trailers
+// when there are any. As in Envoy, the three pseudo-headers must be present
+// but :authority may be empty (the Go SDK's multiple_dispatches example
+// sends ""): the request then goes with the upstream's own host.
 func (u *upstream) httpRequest(headers []abi.Pair, body []byte, trailers []abi.Pair) (*http.Request, error) {
 	var method, path, authority string
+	hasAuthority := false
 	h := http.Header{}
 	for _, p := range headers {
 		switch p.Key {
@@ -173,14 +176,14 @@ func (u *upstream) httpRequest(headers []abi.Pair, body []byte, trailers []abi.P
 		case ":path":
 			path = p.Value
 		case ":authority":
-			authority = p.Value
+			authority, hasAuthority = p.Value, true
 		default:
 			if !strings.HasPrefix(p.Key, ":") {
 				h.Add(p.Key, p.Value)
 			}
 		}
 	}
-	if method == "" || path == "" || authority == "" {
+	if method == "" || path == "" || !hasAuthority {
 		return nil, errors.New("an http call needs :method, :path and :authority")
 	}
 	rel, err := url.ParseRequestURI(path)
