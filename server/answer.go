@@ -53,6 +53,17 @@ func (st *stream) onHeaders(d *direction, pairs []abi.Pair, eos bool) error {
 }
 
 func (st *stream) answerHeaders(d *direction) error {
+	if d.skippedHeaders {
+		// Envoy sent no headers, so nothing answers them; in the modes
+		// where Envoy still holds the headers, the plugin's changes go
+		// with the first body answer.
+		d.answeredHeaders = true
+		switch d.bodyMode() {
+		case modeBuffered, modePartial, modeUnknown:
+			d.headersOpen = true
+		}
+		return st.drain(d)
+	}
 	cr := &extprocv3.CommonResponse{}
 	cr.HeaderMutation = st.takeMutation(d.headersMap, kindHeaders, st.skipContentLength(d))
 	st.routeCache(d, cr)

@@ -59,6 +59,10 @@ type direction struct {
 
 	// What the client sent, updated as messages arrive (validation).
 	gotHeaders, headersEOS bool
+	// skippedHeaders: Envoy sent no headers for this direction (header
+	// mode SKIP); the plugin's headers callback runs on an empty map
+	// before the first body or trailers, and nothing answers it.
+	skippedHeaders bool
 	bodyMsgs               int
 	bodyEOS, gotTrailers   bool
 	ended                  bool
@@ -168,7 +172,7 @@ func (st *stream) validate(d *direction, ph phase, m *extprocv3.ProcessingReques
 	case phaseBody:
 		b := bodyOf(m)
 		if !d.gotHeaders {
-			return false, failedPrecondition("%s_body before %s_headers (header mode SKIP is not supported: the plugin needs the headers)", d.name, d.name)
+			d.gotHeaders, d.skippedHeaders = true, true // header mode SKIP
 		}
 		if d.ended {
 			if d.bodyEOS && b.GetEndOfStream() && d.bodyMode() == modeFullDuplex {
@@ -195,7 +199,7 @@ func (st *stream) validate(d *direction, ph phase, m *extprocv3.ProcessingReques
 		}
 	case phaseTrailers:
 		if !d.gotHeaders {
-			return false, failedPrecondition("%s_trailers before %s_headers", d.name, d.name)
+			d.gotHeaders, d.skippedHeaders = true, true // header mode SKIP
 		}
 		if d.gotTrailers {
 			return false, failedPrecondition("%s_trailers received twice", d.name)

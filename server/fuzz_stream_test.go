@@ -244,8 +244,10 @@ var fzSeeds = []fzCase{
 	{reqMode: fullDuplex, respMode: fullDuplex, protocolConfig: true, act: "b",
 		ops: []fzOp{fzH(fzReq, false), fzB(fzReq, 9, false), fzB(fzReq, 1, true), fzB(fzReq, 1, true),
 			fzH(fzResp, false), fzB(fzResp, fzBigBody, false), fzB(fzResp, 2, false), fzT(fzResp)}},
-	// Body before headers.
-	{reqMode: streamed, respMode: none, protocolConfig: true, ops: []fzOp{fzB(fzReq, 1, true)}},
+	// Body before headers (header mode SKIP), then a body-first response
+	// in BUFFERED mode.
+	{reqMode: streamed, respMode: buffered, protocolConfig: true,
+		ops: []fzOp{fzB(fzReq, 1, true), fzB(fzResp, 5, true)}},
 	// Headers twice.
 	{reqMode: none, respMode: none, protocolConfig: true, noOverride: true,
 		ops: []fzOp{fzH(fzReq, false), fzH(fzReq, false)}},
@@ -405,6 +407,9 @@ type fzDir struct {
 
 	headers, headersEOS, trailers, bodyEOS, ended bool
 	bodies, bodyBytes                             int // body messages accepted (repeated ends excluded)
+	// skipped: a body or trailers came first (header mode SKIP); the
+	// server runs the plugin's headers callback and answers nothing.
+	skipped bool
 }
 
 // effective is the body mode bodies are handled in; known is false
@@ -483,7 +488,7 @@ func (c *fzCase) model(sent []fzOp, ovDir int, ov *filterv3.ProcessingMode) fzMo
 			}
 		case fzReqBody, fzRespBody:
 			if !d.headers {
-				return reject(i, codes.FailedPrecondition)
+				d.headers, d.skipped = true, true
 			}
 			if d.ended {
 				if d.bodyEOS && op.eos && d.fullDuplex() {
@@ -503,7 +508,10 @@ func (c *fzCase) model(sent []fzOp, ovDir int, ov *filterv3.ProcessingMode) fzMo
 			d.bodyBytes += op.size
 			d.bodyEOS, d.ended = op.eos, op.eos
 		case fzReqTrailers, fzRespTrailers:
-			if !d.headers || d.trailers || d.ended {
+			if !d.headers {
+				d.headers, d.skipped = true, true
+			}
+			if d.trailers || d.ended {
 				return reject(i, codes.FailedPrecondition)
 			}
 			d.trailers, d.ended = true, true
@@ -593,6 +601,9 @@ func (c *fzCase) check(t *testing.T, r *fzRun) {
 			if !fm.dirs[dir].headers {
 				t.Errorf("%s headers answered but never accepted%s", fzDirName[dir], where())
 			}
+			if fm.dirs[dir].skipped {
+				t.Errorf("%s headers answered, but Envoy sent none (header mode SKIP)%s", fzDirName[dir], where())
+			}
 		case *extprocv3.ProcessingResponse_RequestBody, *extprocv3.ProcessingResponse_ResponseBody:
 			dir := fzAnswerDir(a)
 			d := &fm.dirs[dir]
@@ -603,7 +614,7 @@ func (c *fzCase) check(t *testing.T, r *fzRun) {
 				br = a.GetResponseBody()
 			}
 			switch {
-			case !headersAnswered[dir]:
+			case !headersAnswered[dir] && !d.skipped:
 				t.Errorf("%s body answered before its headers%s", fzDirName[dir], where())
 			case trAnswered[dir]:
 				t.Errorf("%s body answered after its trailers%s", fzDirName[dir], where())
@@ -646,7 +657,7 @@ func (c *fzCase) check(t *testing.T, r *fzRun) {
 			switch {
 			case trAnswered[dir]:
 				t.Errorf("%s trailers answered twice%s", fzDirName[dir], where())
-			case !headersAnswered[dir]:
+			case !headersAnswered[dir] && !fm.dirs[dir].skipped:
 				t.Errorf("%s trailers answered before its headers%s", fzDirName[dir], where())
 			case !fm.dirs[dir].trailers:
 				t.Errorf("%s trailers answered but never accepted%s", fzDirName[dir], where())
@@ -705,7 +716,7 @@ func (c *fzCase) check(t *testing.T, r *fzRun) {
 	}
 	for dir := range fm.dirs {
 		d := &fm.dirs[dir]
-		if headersAnswered[dir] != d.headers {
+		if headersAnswered[dir] != (d.headers && !d.skipped) {
 			t.Errorf("%s headers: accepted %v, answered %v", fzDirName[dir], d.headers, headersAnswered[dir])
 		}
 		if trAnswered[dir] != d.trailers {

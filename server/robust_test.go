@@ -59,8 +59,6 @@ var malformed = []struct {
 	answers int
 }{
 	{"no request set", []*extprocv3.ProcessingRequest{{}}, codes.InvalidArgument, "sets none of", 0},
-	{"body before headers", []*extprocv3.ProcessingRequest{withConfig(reqBody("x", true), streamed, none)},
-		codes.FailedPrecondition, "request_body before request_headers", 0},
 	{"headers twice", []*extprocv3.ProcessingRequest{reqHeaders(false, ":path", "/"), reqHeaders(false, ":path", "/")},
 		codes.FailedPrecondition, "request_headers received twice", 1},
 	{"trailers after end_of_stream body", []*extprocv3.ProcessingRequest{
@@ -466,5 +464,39 @@ func TestNoProtocolConfig(t *testing.T) {
 	}
 	if set["content-length"] != "8" || set["x-body-seen"] != "1" {
 		t.Errorf("header mutation in the body answer: %v", set)
+	}
+}
+
+// With header mode SKIP the first message of a direction is a body (or
+// trailers). A plugin inside Envoy always sees headers first, so its
+// headers callback runs on an empty map, nothing answers the headers Envoy
+// never sent, and in BUFFERED mode, where Envoy still holds the headers,
+// the plugin's header changes go with the body answer.
+func TestSkippedHeaders(t *testing.T) {
+	p := plugin(t, "basic", host.FailClosed, "")
+	h := start(t, Options{Plugin: p, DisableModeOverride: true})
+	before := metric(p, "basic_requests_total")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	answers, err := exchange(ctx, h, []*extprocv3.ProcessingRequest{
+		withConfig(reqBody("abc", true), streamed, buffered),
+		respBody("x", true),
+	})
+	if !errors.Is(err, io.EOF) || len(answers) != 2 {
+		t.Fatalf("%d answers, %v; want 2 and a clean end", len(answers), err)
+	}
+	if answers[0].GetRequestBody() == nil {
+		t.Errorf("first answer %v, want the request body's", answers[0])
+	}
+	rb := answers[1].GetResponseBody()
+	if rb == nil {
+		t.Fatalf("second answer %v, want the response body's", answers[1])
+	}
+	set := rb.GetResponse().GetHeaderMutation().GetSetHeaders()
+	if len(set) != 1 || set[0].GetHeader().GetKey() != "x-wasm-callout" || string(set[0].GetHeader().GetRawValue()) != "basic" {
+		t.Errorf("response body answer's header mutation %v, want x-wasm-callout: basic from the response headers callback", set)
+	}
+	if got := metric(p, "basic_requests_total") - before; got != 1 {
+		t.Errorf("the request headers callback ran %v times, want 1", got)
 	}
 }

@@ -232,9 +232,18 @@ func (st *stream) receive(m *extprocv3.ProcessingRequest) error {
 	if md := m.GetMetadataContext(); md != nil {
 		st.props.setMetadata(md)
 	}
+	skipped := d.skippedHeaders
 	ignore, err := st.validate(d, ph, m)
 	if err != nil || ignore {
 		return err
+	}
+	if d.skippedHeaders && !skipped {
+		// A plugin in Envoy always sees headers first: run its headers
+		// callback on an empty map (end_of_stream false); a pause holds
+		// this message in the queue like any other.
+		if err := st.process(d, phaseHeaders, nil); err != nil || st.finished {
+			return err
+		}
 	}
 	n := int64(len(bodyOf(m).GetBody()))
 	queue := d.blocked != phaseNone || len(d.queue) > 0
