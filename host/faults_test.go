@@ -358,3 +358,18 @@ func TestShedQueueDelay(t *testing.T) {
 		t.Errorf("queue delay %v after uncontended streams", d)
 	}
 }
+
+// Code compiled with termination checks and code compiled without never
+// share a cache directory, nor do different memory limits; the same
+// options always find their directory again.
+func TestCacheSubdir(t *testing.T) {
+	a := cacheSubdir(Config{CallTimeout: time.Second, MemoryLimitPages: 10})
+	if a != cacheSubdir(Config{CallTimeout: 2 * time.Second, MemoryLimitPages: 10}) {
+		t.Error("the same compile options gave different directories")
+	}
+	for _, other := range []Config{{CallTimeout: -1, MemoryLimitPages: 10}, {CallTimeout: time.Second, MemoryLimitPages: 11}} {
+		if cacheSubdir(other) == a {
+			t.Errorf("%+v shares a cache directory with deadlines on and 10 pages", other)
+		}
+	}
+}

@@ -2,8 +2,11 @@ package host
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,12 +41,15 @@ func Load(ctx context.Context, wasm []byte, cfg Config) (*Plugin, error) {
 	cfg = cfg.withDefaults()
 	var cache wazero.CompilationCache
 	if cfg.CompilationCacheDir != "" {
-		c, err := wazero.NewCompilationCacheWithDir(cfg.CompilationCacheDir)
+		dir := filepath.Join(cfg.CompilationCacheDir, cacheSubdir(cfg))
+		c, err := wazero.NewCompilationCacheWithDir(dir)
 		if err != nil {
 			return nil, fmt.Errorf("compilation cache %s: %w", cfg.CompilationCacheDir, err)
 		}
 		cache = c
 	}
+	start := time.Now()
+	cfg.Logger.Info("compiling plugin", "plugin", cfg.Name, "bytes", len(wasm), "cache", cfg.CompilationCacheDir)
 	c, err := compile(ctx, wasm, cfg, cache)
 	if err != nil {
 		if c != nil {
@@ -51,6 +57,8 @@ func Load(ctx context.Context, wasm []byte, cfg Config) (*Plugin, error) {
 		}
 		return nil, err
 	}
+	cfg.Logger.Info("plugin compiled; starting instances", "plugin", cfg.Name,
+		"took", time.Since(start).Round(time.Millisecond), "instances", cfg.Instances)
 	p := &Plugin{cfg: cfg, info: c.info, runtime: c.runtime, compiled: c.module}
 	for _, w := range c.info.Warnings {
 		cfg.Logger.Warn("plugin: "+w, "plugin", cfg.Name)
@@ -61,6 +69,22 @@ func Load(ctx context.Context, wasm []byte, cfg Config) (*Plugin, error) {
 		return nil, err
 	}
 	return p, nil
+}
+
+// cacheSchema names what, besides the module and wazero's version (which
+// wazero keys itself), decides the code wazero compiles. Change it when the
+// host starts compiling differently (runtime options, features), so that
+// no cache written by an older host is read.
+const cacheSchema = "wasm-callout compile v1"
+
+// cacheSubdir is the directory under Config.CompilationCacheDir for code
+// compiled with cfg's compile-relevant options. wazero adds its own
+// version and platform below it, and keys each module by its bytes and
+// whether termination checks are compiled in.
+func cacheSubdir(cfg Config) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\ndeadlines=%v\nmemory-limit-pages=%d\n", cacheSchema, cfg.CallTimeout > 0, cfg.MemoryLimitPages)
+	return "host-" + hex.EncodeToString(h.Sum(nil)[:8])
 }
 
 // Info describes the loaded module.

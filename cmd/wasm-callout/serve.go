@@ -91,7 +91,8 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.DurationVar(&c.messageTimeout, "message-timeout", 200*time.Millisecond, "the Envoy filter's message_timeout")
 	fs.DurationVar(&c.maxMessageTimeout, "max-message-timeout", 0, "the Envoy filter's max_message_timeout: while a plugin's outbound call is out, "+
 		"ask Envoy to wait up to this long (override_message_timeout); 0 never asks")
-	fs.StringVar(&c.compilationCache, "compilation-cache", "", "directory caching compiled plugin code across restarts (empty: none)")
+	fs.StringVar(&c.compilationCache, "compilation-cache", defaultCacheDir(), "directory caching compiled plugin code across restarts and reloads, "+
+		"keyed by the module, wazero's version and the host's compile options; empty turns it off")
 	fs.StringVar(&c.addr, "addr", ":8080", "plaintext gRPC listen address (empty disables)")
 	fs.StringVar(&c.tlsAddr, "tls-addr", ":8443", "TLS gRPC listen address, enabled when --cert and --key are given (empty disables)")
 	fs.StringVar(&c.cert, "cert", "", "TLS certificate chain (PEM); reloaded when the file changes")
@@ -159,6 +160,14 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, hup <-c
 	logger, err := newLogger(stderr, c.logLevel, c.logFormat)
 	if err != nil {
 		return err
+	}
+	if !flagSet(fs, "compilation-cache") && hc.CompilationCacheDir != "" {
+		// The default cache is a convenience: a read-only or home-less
+		// container starts without it rather than not at all.
+		if err := os.MkdirAll(hc.CompilationCacheDir, 0o755); err != nil {
+			logger.Warn("no compilation cache: the default directory is not writable; set --compilation-cache", "err", err)
+			hc.CompilationCacheDir = ""
+		}
 	}
 	hc.Logger = logger
 	tlsConf, err := c.tlsConfig()
@@ -591,4 +600,22 @@ func (b byteSize) Set(s string) error {
 	}
 	*b.v = n * mult
 	return nil
+}
+
+// defaultCacheDir is the user's cache directory for wasm-callout
+// (os.UserCacheDir: $XDG_CACHE_HOME or ~/.cache on Linux), or "" if there
+// is none.
+func defaultCacheDir() string {
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(dir, "wasm-callout")
+}
+
+// flagSet reports whether the flag name was given on the command line.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }

@@ -368,3 +368,31 @@ func TestShutdownWhileLooping(t *testing.T) {
 	}
 	<-looping
 }
+
+// The compilation cache is on by default, in the user's cache directory,
+// under a directory keyed by the host's compile options; a default
+// directory that cannot be written is skipped with a warning, not fatal.
+func TestDefaultCompilationCache(t *testing.T) {
+	cache := t.TempDir()
+	t.Setenv("XDG_CACHE_HOME", cache)
+	_, stop := started(t, []string{"grpc"}, "serve", "--plugin", edgePlugin, "--addr", "127.0.0.1:0", "--tls-addr", "",
+		"--health-addr", "", "--log-level", "error", "--instances", "1")
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	entries, err := os.ReadDir(filepath.Join(cache, "wasm-callout"))
+	if err != nil || len(entries) != 1 || !strings.HasPrefix(entries[0].Name(), "host-") {
+		t.Fatalf("default cache directory holds %v (%v), want one host-* directory", entries, err)
+	}
+
+	blocked := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(blocked, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("XDG_CACHE_HOME", blocked) // a file: no directory can be made under it
+	_, stop = started(t, []string{"grpc"}, "serve", "--plugin", edgePlugin, "--addr", "127.0.0.1:0", "--tls-addr", "",
+		"--health-addr", "", "--log-level", "error", "--instances", "1")
+	if err := stop(); err != nil {
+		t.Fatalf("an unwritable default cache stopped the server: %v", err)
+	}
+}
