@@ -51,7 +51,15 @@ func EncodeTimestamp(t time.Time) []byte { return EncodeInt64(t.UnixNano()) }
 func EncodeDuration(d time.Duration) []byte { return EncodeInt64(int64(d)) }
 
 // EncodeMap is Envoy's encoding of map properties: the pair serialization.
-func EncodeMap(pairs []Pair) []byte { return AppendPairs(nil, pairs) }
+// An empty map is the four bytes of a zero count, as Envoy writes it
+// (proxy-wasm-cpp-host PairsUtil::pairsSize counts the count word even for
+// no pairs), never the empty or one-byte forms.
+func EncodeMap(pairs []Pair) []byte {
+	if len(pairs) == 0 {
+		return make([]byte, 4)
+	}
+	return AppendPairs(nil, pairs)
+}
 
 // EncodeList is Envoy's encoding of list properties: the pair serialization
 // with every element as a key and an empty value.
@@ -60,7 +68,7 @@ func EncodeList(items []string) []byte {
 	for i, s := range items {
 		pairs[i].Key = s
 	}
-	return AppendPairs(nil, pairs)
+	return EncodeMap(pairs)
 }
 
 // Kind is the CEL type of a property, which decides its byte encoding.
@@ -139,6 +147,22 @@ var legacyProperties = map[string]string{
 	"listener_direction": "xds.listener_direction", "node": "xds.node",
 	"cluster_metadata": "xds.cluster_metadata", "listener_metadata": "xds.listener_metadata",
 	"route_metadata": "xds.route_metadata", "upstream_host_metadata": "xds.upstream_host_metadata",
+}
+
+// CanonicalPath maps a path whose first segment is a legacy top-level name
+// to its xds.* form ("node", "id" becomes "xds", "node", "id"). Other
+// segments are kept whole, dots and all (metadata namespaces and label
+// names contain dots). Other paths are returned unchanged.
+func CanonicalPath(path []string) []string {
+	if len(path) == 0 {
+		return path
+	}
+	xds, ok := legacyProperties[path[0]]
+	if !ok {
+		return path
+	}
+	_, name, _ := strings.Cut(xds, ".")
+	return append([]string{"xds", name}, path[1:]...)
 }
 
 // CanonicalProperty maps a legacy top-level attribute name (and anything

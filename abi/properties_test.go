@@ -46,6 +46,8 @@ func TestEncodings(t *testing.T) {
 		{"duration", EncodeDuration(3 * time.Millisecond), EncodeInt64(3_000_000)},
 		{"list", EncodeList([]string{"x"}), []byte{1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 'x', 0, 0}},
 		{"map", EncodeMap([]Pair{{"k", "v"}}), AppendPairs(nil, []Pair{{"k", "v"}})},
+		{"empty map: a zero count, as Envoy", EncodeMap(nil), []byte{0, 0, 0, 0}},
+		{"empty list", EncodeList(nil), []byte{0, 0, 0, 0}},
 	}
 	for _, tc := range tests {
 		if !bytes.Equal(tc.got, tc.want) {
@@ -87,5 +89,22 @@ func TestEnumStrings(t *testing.T) {
 	}
 	if BufferType(9).Valid() || !MapHTTPCallResponseTrailers.Valid() || MapType(8).Valid() {
 		t.Error("Valid")
+	}
+}
+
+func TestCanonicalPath(t *testing.T) {
+	tests := []struct{ in, want []string }{
+		{nil, nil},
+		{[]string{"node"}, []string{"xds", "node"}},
+		{[]string{"node", "metadata", "NAME"}, []string{"xds", "node", "metadata", "NAME"}},
+		// Segments with dots stay whole.
+		{[]string{"listener_metadata", "filter_metadata", "istio.io"}, []string{"xds", "listener_metadata", "filter_metadata", "istio.io"}},
+		{[]string{"xds", "node"}, []string{"xds", "node"}},
+		{[]string{"request", "path"}, []string{"request", "path"}},
+	}
+	for _, tc := range tests {
+		if got := CanonicalPath(tc.in); !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("CanonicalPath(%q) = %q, want %q", tc.in, got, tc.want)
+		}
 	}
 }
