@@ -61,6 +61,12 @@ type Config struct {
 	VMConfig []byte
 	// PluginConfig is read by the plugin in proxy_on_configure.
 	PluginConfig []byte
+	// Local is what Envoy knows without a request (its bootstrap node, the
+	// listener, the upstream cluster), answered as the node, xds.node,
+	// listener_* and cluster_* properties after what a stream's Envoy
+	// sent; node and listener_* in every context, as Envoy answers them in
+	// proxy_on_vm_start and proxy_on_configure. nil means none.
+	Local *LocalInfo
 	// Env is the WASI environment the plugin sees (Envoy's
 	// vm_config.environment_variables). The host's own environment is
 	// never exposed.

@@ -12,9 +12,13 @@ import (
 
 // property resolves a property path for the effective context, in the
 // order: the plugin's identity; values the plugin stored itself; request
-// and response attributes derived from the header maps; then the stream's
-// PropertySource (attributes and metadata Envoy sent). Legacy top-level
-// names (cluster_name, node, …) are answered as their xds.* forms.
+// and response attributes derived from the header maps; the stream's
+// PropertySource (attributes and metadata Envoy sent); then Config.Local
+// (the node, the listener and the cluster). Outside a stream (vm start,
+// configure, ticks, queues, a root context's call responses) only the
+// identity and Config.Local answer, as Envoy answers only plugin_* and
+// what its bootstrap and listener say there. Legacy top-level names
+// (cluster_name, node, …) are answered as their xds.* forms.
 func (in *instance) property(path []string) ([]byte, bool) {
 	if len(path) == 0 {
 		return nil, false
@@ -30,15 +34,12 @@ func (in *instance) property(path []string) ([]byte, bool) {
 	}
 	s := in.activeStream()
 	if s == nil {
-		return nil, false
+		return cfg.Local.property(abi.CanonicalPath(path), false)
 	}
-	dotted := strings.Join(path, ".")
-	if v, ok := s.properties[dotted]; ok {
+	if v, ok := s.properties[strings.Join(path, ".")]; ok {
 		return v, true
 	}
-	if canon := abi.CanonicalProperty(dotted); canon != dotted {
-		path = strings.Split(canon, ".")
-	}
+	path = abi.CanonicalPath(path)
 	if h := s.http; h != nil {
 		switch path[0] {
 		case "request":
@@ -52,9 +53,11 @@ func (in *instance) property(path []string) ([]byte, bool) {
 		}
 	}
 	if s.props != nil {
-		return s.props.Property(path)
+		if v, ok := s.props.Property(path); ok {
+			return v, true
+		}
 	}
-	return nil, false
+	return cfg.Local.property(path, true)
 }
 
 // requestProperty derives request.* attributes from the request headers.
