@@ -16,7 +16,10 @@
 //     into a per-build work directory that is removed afterwards.
 //  2. It copies the plugin's go.mod and go.sum into the work directory, adds a
 //     replace directive pointing the SDK at that copy, and passes them with
-//     -modfile.
+//     -modfile. A replace directive of the plugin's own that points the SDK
+//     at a directory or module with the released SDK's exact files (as the
+//     SDK's examples' `replace … => ../..` does in a checkout of the release)
+//     is overridden the same way; one pointing at anything else is refused.
 //  3. It adds, with -overlay, a file to the plugin's main package that calls
 //     main from init, because a c-shared (reactor) module never runs main and
 //     TinyGo-era plugins call proxywasm.SetVMContext there.
@@ -166,8 +169,10 @@ func (b *builder) stockGo(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// A replacement of the selected version overrides both a replace of
+	// the plugin's own for that version and one for all versions.
 	if _, err := b.run(ctx, b.goBin, "mod", "edit",
-		"-replace="+gluegen.SDKModule+"@"+gluegen.SDKVersion+"="+sdkCopy, modFile); err != nil {
+		"-replace="+gluegen.SDKModule+"@"+sdk.Version+"="+sdkCopy, modFile); err != nil {
 		return err
 	}
 
@@ -294,21 +299,45 @@ func (b *builder) inspect(ctx context.Context, modFile string) (*listedPackage, 
 		return nil, nil, fmt.Errorf("%s: %s", pkg.ImportPath, strings.Join(msgs, "; "))
 	}
 	m := sdk.Module
-	switch {
-	case m == nil:
+	if m == nil {
 		return nil, nil, fmt.Errorf("%w: go list reports no module for %s", ErrUnsupportedSDK, sdkPackage)
-	case m.Replace != nil:
-		to := m.Replace.Path
-		if m.Replace.Version != "" {
-			to += "@" + m.Replace.Version
-		}
-		return nil, nil, fmt.Errorf("%w: go.mod replaces %s with %s; the stock-Go glue supports only the released %s (use -tinygo for other SDK sources)", ErrUnsupportedSDK, gluegen.SDKModule, to, gluegen.SDKVersion)
-	case m.Version != gluegen.SDKVersion:
-		return nil, nil, fmt.Errorf("%w: %s uses %s %s, but the stock-Go glue is written for %s only (go get %s@%s, or build with -tinygo)", ErrUnsupportedSDK, pkg.ImportPath, gluegen.SDKModule, m.Version, gluegen.SDKVersion, gluegen.SDKModule, gluegen.SDKVersion)
-	case m.Dir == "":
+	}
+	if err := checkSDK(pkg, m); err != nil {
+		return nil, nil, err
+	}
+	if m.Dir == "" {
 		return nil, nil, fmt.Errorf("%s %s is not in the module cache (go mod download %s@%s)", gluegen.SDKModule, m.Version, gluegen.SDKModule, m.Version)
 	}
 	return pkg, m, nil
+}
+
+// checkSDK checks that the plugin pkg uses the SDK version the glue is
+// written for: the released version from the module cache, or a replacement
+// (a directory or another module) with exactly its files (see sdkManifest).
+// A replacement go list could not find is left to its error.
+func checkSDK(pkg *listedPackage, m *listedModule) error {
+	r := m.Replace
+	if r == nil {
+		if m.Version != gluegen.SDKVersion {
+			return fmt.Errorf("%w: %s uses %s %s, but the stock-Go glue is written for %s only (go get %s@%s, or build with -tinygo)", ErrUnsupportedSDK, pkg.ImportPath, gluegen.SDKModule, m.Version, gluegen.SDKVersion, gluegen.SDKModule, gluegen.SDKVersion)
+		}
+		return nil
+	}
+	if fi, err := os.Stat(r.Dir); err != nil || !fi.IsDir() {
+		return nil
+	}
+	to := r.Path
+	if r.Version != "" {
+		to += "@" + r.Version
+	}
+	diff, err := sdkDiff(r.Dir)
+	if err != nil {
+		return fmt.Errorf("%w: go.mod replaces %s with %s: %v", ErrUnsupportedSDK, gluegen.SDKModule, to, err)
+	}
+	if diff != "" {
+		return fmt.Errorf("%w: go.mod replaces %s with %s, which is not %s (%s): drop the replace or point it at %s (or build with -tinygo)", ErrUnsupportedSDK, gluegen.SDKModule, to, gluegen.SDKVersion, diff, gluegen.SDKVersion)
+	}
+	return nil
 }
 
 // reactorFileName names the file added to the plugin's main package so that
@@ -369,27 +398,7 @@ func patchedSDK(src string) (string, error) {
 // patchSDK copies the SDK module's Go sources from src to dst and installs
 // the glue into proxywasm/internal.
 func patchSDK(src, dst string) error {
-	err := filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(src, path)
-		if err != nil {
-			return err
-		}
-		name := d.Name()
-		if d.IsDir() {
-			if rel != "." && (strings.HasPrefix(name, ".") || name == "testdata" || name == "examples" || name == "doc") {
-				return filepath.SkipDir
-			}
-			return os.MkdirAll(filepath.Join(dst, rel), 0o755)
-		}
-		if name == "go.mod" || (strings.HasSuffix(name, ".go") && !strings.HasSuffix(name, "_test.go")) {
-			return copyFile(path, filepath.Join(dst, rel))
-		}
-		return nil
-	})
-	if err != nil {
+	if err := copySDKFiles(src, dst); err != nil {
 		return fmt.Errorf("copying %s: %w", gluegen.SDKModule, err)
 	}
 	internal := filepath.Join(dst, "proxywasm", "internal")
@@ -404,6 +413,25 @@ func patchSDK(src, dst string) error {
 			return err
 		}
 		if err := os.WriteFile(filepath.Join(internal, "wasm_callout_"+name), src, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// copySDKFiles copies the files of the SDK module in src that a build uses
+// (see sdkFiles) to dst.
+func copySDKFiles(src, dst string) error {
+	files, err := sdkFiles(src)
+	if err != nil {
+		return err
+	}
+	for _, f := range files {
+		to := filepath.Join(dst, filepath.FromSlash(f))
+		if err := os.MkdirAll(filepath.Dir(to), 0o755); err != nil {
+			return err
+		}
+		if err := copyFile(filepath.Join(src, filepath.FromSlash(f)), to); err != nil {
 			return err
 		}
 	}

@@ -41,6 +41,31 @@ func userModule(t *testing.T, gomodExtra string) string {
 	return dir
 }
 
+// sdkExample lays out a checkout of the SDK's release as the SDK's own
+// examples expect it: a copy of the released SDK in a temporary directory,
+// changed by change (if not nil), and the basic plugin as the module
+// examples/hello, which requires the SDK at no version and replaces it with
+// ../.. (as the SDK's examples' go.mod files do). It returns the plugin
+// directory.
+func sdkExample(t *testing.T, change func(sdk string)) string {
+	t.Helper()
+	sdk := t.TempDir()
+	copySDK(t, sdk)
+	if change != nil {
+		change(sdk)
+	}
+	dir := filepath.Join(sdk, "examples", "hello")
+	mustWrite(t, filepath.Join(dir, "go.mod"), "module "+gluegen.SDKModule+"/examples/hello\n\ngo 1.19\n\n"+
+		"replace "+gluegen.SDKModule+" => ../..\n\n"+
+		"require "+gluegen.SDKModule+" v0.0.0-00010101000000-000000000000\n")
+	src, err := os.ReadFile(filepath.Join(pluginsDir, "basic", "main.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustWrite(t, filepath.Join(dir, "main.go"), string(src))
+	return dir
+}
+
 func mustWrite(t *testing.T, path, data string) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
@@ -72,14 +97,36 @@ func tree(t *testing.T, dir string) map[string]string {
 
 func TestBuild(t *testing.T) {
 	for _, tc := range []struct {
-		name    string
-		dir     func(t *testing.T) string
-		wantErr error  // nil: the build must succeed
-		errText string // substring of the error
+		name      string
+		dir       func(t *testing.T) string
+		untouched bool   // the build must not change DIR/../..
+		wantErr   error  // nil: the build must succeed
+		errText   string // substring of the error
 	}{
 		{name: "basic", dir: func(*testing.T) string { return filepath.Join(pluginsDir, "basic") }},
 		{name: "testbed", dir: func(*testing.T) string { return filepath.Join(pluginsDir, "testbed") }},
-		{name: "user module", dir: func(t *testing.T) string { return userModule(t, "") }},
+		{name: "user module", dir: func(t *testing.T) string { return userModule(t, "") }, untouched: true},
+		{
+			name:      "SDK example replacing the SDK with its checkout",
+			dir:       func(t *testing.T) string { return sdkExample(t, nil) },
+			untouched: true,
+		},
+		{
+			name: "SDK replaced by the released module",
+			dir: func(t *testing.T) string {
+				return userModule(t, "replace "+gluegen.SDKModule+" => "+gluegen.SDKModule+" "+gluegen.SDKVersion+"\n")
+			},
+		},
+		{
+			name: "SDK example replacing the SDK with a modified checkout",
+			dir: func(t *testing.T) string {
+				return sdkExample(t, func(sdk string) {
+					appendFile(t, filepath.Join(sdk, "proxywasm", "hostcall.go"), "\n// a local change\n")
+				})
+			},
+			wantErr: ErrUnsupportedSDK,
+			errText: "go.mod replaces " + gluegen.SDKModule + " with ../.., which is not v0.24.0 (proxywasm/hostcall.go differs): drop the replace or point it at v0.24.0",
+		},
 		{
 			name: "main package without the SDK",
 			dir: func(t *testing.T) string {
@@ -123,7 +170,7 @@ func TestBuild(t *testing.T) {
 				mustWrite(t, filepath.Join(dir, "main.go"), "package main\n\nimport _ \""+gluegen.SDKModule+"/proxywasm\"\n\nfunc main() {}\n")
 				return dir
 			},
-			wantErr: ErrUnsupportedSDK, errText: "supports only the released v0.24.0",
+			wantErr: ErrUnsupportedSDK, errText: "which is not v0.24.0 (",
 		},
 		{
 			name:    "missing directory",
@@ -134,7 +181,7 @@ func TestBuild(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := tc.dir(t)
 			var before map[string]string
-			if tc.name == "user module" {
+			if tc.untouched {
 				before = tree(t, filepath.Dir(filepath.Dir(dir)))
 			}
 			out := filepath.Join(t.TempDir(), "out", "plugin.wasm")
@@ -160,6 +207,9 @@ func TestBuild(t *testing.T) {
 			}
 			if !strings.Contains(err.Error(), tc.errText) {
 				t.Errorf("Build error %q does not mention %q", err, tc.errText)
+			}
+			if errors.Is(err, ErrUnsupportedSDK) && strings.Contains(err.Error(), "\n") {
+				t.Errorf("Build error %q is not one line", err)
 			}
 			if _, statErr := os.Stat(out); statErr == nil {
 				t.Errorf("a failed build wrote %s", out)

@@ -17,6 +17,10 @@ github.com/tetratelabs/proxy-wasm-go-sdk v0.24.0 (the TinyGo-era SDK), into a
 -buildmode=c-shared, Go 1.24 or later) with generated glue and leaves the
 plugin's module untouched; -tinygo uses TinyGo from PATH instead.
 
+A replace directive for the SDK in the plugin's go.mod (such as the SDK's
+examples' "replace ... => ../..") is accepted when it points at the SDK's
+v0.24.0 files, unmodified.
+
 Flags may come before or after DIR.
 `
 
