@@ -91,11 +91,6 @@ type tcpConn struct {
 	held       held // bytes kept across frames, against the limits
 }
 
-// frameIn is what the receiving goroutine hands over.
-type frameIn struct {
-	m   *netprocv3.ProcessingRequest
-	err error
-}
 
 // Process implements netprocv3.NetworkExternalProcessorServer: one call per
 // TCP connection. The plugin's TCP context is created on the first frame
@@ -137,22 +132,9 @@ func (p *networkProcessor) Process(gs netprocv3.NetworkExternalProcessor_Process
 // Envoy half-closes there is nothing left to do.
 func (c *tcpConn) run() error {
 	ctx := c.gs.Context()
-	in := make(chan frameIn)
 	done := make(chan struct{})
 	defer close(done)
-	go func() {
-		for {
-			m, err := c.gs.Recv()
-			select {
-			case in <- frameIn{m, err}:
-			case <-done:
-				return
-			}
-			if err != nil {
-				return
-			}
-		}
-	}()
+	in := receive(c.gs.Recv, done)
 	idle := c.srv.newIdleTimer()
 	defer idle.stop()
 	for !c.finished {
@@ -173,7 +155,7 @@ func (c *tcpConn) run() error {
 				return r.err
 			}
 			idle.reset()
-			if err := c.receive(r.m); err != nil {
+			if err := c.receive(r.msg); err != nil {
 				return err
 			}
 		case <-notify:

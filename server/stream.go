@@ -45,10 +45,6 @@ type stream struct {
 	sentProps          map[string]string
 }
 
-type received struct {
-	msg *extprocv3.ProcessingRequest
-	err error
-}
 
 // Process implements extprocv3.ExternalProcessorServer: one call per HTTP
 // request. The plugin's HTTP context is created on the first message and
@@ -88,22 +84,9 @@ func (s *Server) Process(gs extprocv3.ExternalProcessor_ProcessServer) (err erro
 // plugin's asynchronous events, on this one, which alone sends.
 func (st *stream) run() error {
 	ctx := st.gs.Context()
-	in := make(chan received)
 	done := make(chan struct{})
 	defer close(done)
-	go func() {
-		for {
-			m, err := st.gs.Recv()
-			select {
-			case in <- received{m, err}:
-			case <-done:
-				return
-			}
-			if err != nil {
-				return
-			}
-		}
-	}()
+	in := receive(st.gs.Recv, done)
 	idle := st.srv.newIdleTimer()
 	defer idle.stop()
 	eof := false
