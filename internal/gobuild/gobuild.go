@@ -72,6 +72,9 @@ type Options struct {
 	// TinyGo builds with tinygo (which must be on PATH) instead of stock Go
 	// and the glue.
 	TinyGo bool
+	// Tags are build tags, passed to go list and go build (or tinygo build)
+	// as -tags. They replace any -tags in GOFLAGS, as with go build.
+	Tags []string
 	// Log, if not nil, receives the commands Build runs and their output.
 	Log io.Writer
 }
@@ -100,7 +103,12 @@ func Build(ctx context.Context, opts Options) error {
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 		return err
 	}
-	b := &builder{dir: dir, out: out, log: opts.Log}
+	for _, tag := range opts.Tags {
+		if tag == "" || strings.ContainsAny(tag, ", \t\n\"'") {
+			return fmt.Errorf("build tag %q: a tag is a single word; give several as -tags a,b", tag)
+		}
+	}
+	b := &builder{dir: dir, out: out, log: opts.Log, tags: opts.Tags}
 	if opts.TinyGo {
 		return b.tinyGo(ctx)
 	}
@@ -110,8 +118,17 @@ func Build(ctx context.Context, opts Options) error {
 type builder struct {
 	dir, out string
 	log      io.Writer
+	tags     []string
 	goBin    string
 	env      []string
+}
+
+// tagsFlag returns the -tags flag for b.tags, or nothing.
+func (b *builder) tagsFlag() []string {
+	if len(b.tags) == 0 {
+		return nil
+	}
+	return []string{"-tags=" + strings.Join(b.tags, ",")}
 }
 
 func (b *builder) tinyGo(ctx context.Context) error {
@@ -120,7 +137,8 @@ func (b *builder) tinyGo(ctx context.Context) error {
 		return fmt.Errorf("%w: -tinygo was given but tinygo is not on PATH (without -tinygo the plugin is built with stock Go)", ErrNoToolchain)
 	}
 	return b.writeOutput(func(tmp string) error {
-		_, err := b.run(ctx, bin, "build", "-o", tmp, "-scheduler=none", "-target=wasi", ".")
+		args := append([]string{"build", "-o", tmp, "-scheduler=none", "-target=wasi"}, b.tagsFlag()...)
+		_, err := b.run(ctx, bin, append(args, ".")...)
 		return err
 	})
 }
@@ -151,15 +169,19 @@ func (b *builder) stockGo(ctx context.Context) error {
 	if err := copyFile(filepath.Join(modRoot, "go.sum"), filepath.Join(work, "build.sum")); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
-	b.env = append(os.Environ(),
-		"GOOS=wasip1", "GOARCH=wasm", "CGO_ENABLED=0",
-		// Our flags must win over the user's: -modfile is incompatible
-		// with workspaces, and a vendor directory would be ignored anyway.
-		"GOWORK=off", "GOFLAGS=-mod=readonly",
-	)
 	if err := b.checkGoVersion(ctx); err != nil {
 		return err
 	}
+	goFlags, err := b.goFlags(ctx)
+	if err != nil {
+		return err
+	}
+	b.env = append(os.Environ(),
+		"GOOS=wasip1", "GOARCH=wasm", "CGO_ENABLED=0",
+		// Our settings must win over the user's: -modfile is incompatible
+		// with workspaces, and a vendor directory would be ignored anyway.
+		"GOWORK=off", "GOFLAGS="+goFlags,
+	)
 
 	pkg, sdk, err := b.inspect(ctx, modFile)
 	if err != nil {
@@ -195,11 +217,101 @@ func (b *builder) stockGo(ctx context.Context) error {
 		return err
 	}
 	return b.writeOutput(func(tmp string) error {
-		_, err := b.run(ctx, b.goBin, "build",
-			"-modfile="+modFile, "-mod=readonly", "-trimpath", "-buildvcs=false",
-			"-buildmode=c-shared", "-overlay="+overlayFile, "-o", tmp, ".")
+		args := append([]string{"build",
+			"-modfile=" + modFile, "-mod=readonly", "-trimpath", "-buildvcs=false",
+			"-buildmode=c-shared", "-overlay=" + overlayFile, "-o", tmp}, b.tagsFlag()...)
+		_, err := b.run(ctx, b.goBin, append(args, ".")...)
 		return err
 	})
+}
+
+// ownGoFlags are the go command flags the build needs its own values of; a
+// setting of the user's GOFLAGS for any of them is dropped, so that go list
+// and go build both see the build's. (The build's other flags, -trimpath and
+// -buildvcs, are on go build's command line, which overrides GOFLAGS.)
+var ownGoFlags = map[string]bool{
+	"mod": true, "modfile": true, "buildmode": true, "overlay": true, "o": true,
+}
+
+// goFlags returns the GOFLAGS for the build's go commands: the user's, as
+// `go env GOFLAGS` reports them (from the environment or `go env -w`),
+// without the flags in ownGoFlags, then -mod=readonly. Setting GOFLAGS in
+// the environment hides the `go env -w` setting, hence the merge.
+func (b *builder) goFlags(ctx context.Context) (string, error) {
+	out, err := b.run(ctx, b.goBin, "env", "GOFLAGS")
+	if err != nil {
+		return "", err
+	}
+	merged, dropped, err := mergeGoFlags(strings.TrimSpace(string(out)))
+	if err != nil {
+		return "", err
+	}
+	if b.log != nil && len(dropped) > 0 {
+		fmt.Fprintf(b.log, "# ignoring %s from GOFLAGS: the build sets these itself\n", strings.Join(dropped, " "))
+	}
+	return merged, nil
+}
+
+// mergeGoFlags merges a GOFLAGS value with the build's own flags (see
+// goFlags) and returns the result and the user's flags it dropped.
+func mergeGoFlags(user string) (merged string, dropped []string, err error) {
+	words, err := splitQuoted(user)
+	if err != nil {
+		return "", nil, fmt.Errorf("GOFLAGS %q: %v", user, err)
+	}
+	var kept []string
+	for _, w := range words {
+		name := strings.TrimLeft(w, "-")
+		name, _, _ = strings.Cut(name, "=")
+		if ownGoFlags[name] {
+			dropped = append(dropped, w)
+			continue
+		}
+		kept = append(kept, w)
+	}
+	kept = append(kept, "-mod=readonly")
+	for i, w := range kept {
+		if !strings.ContainsAny(w, " \t\n\r") {
+			continue
+		}
+		switch {
+		case !strings.Contains(w, "'"):
+			kept[i] = "'" + w + "'"
+		case !strings.Contains(w, `"`):
+			kept[i] = `"` + w + `"`
+		default:
+			return "", nil, fmt.Errorf("GOFLAGS %q: cannot quote %q", user, w)
+		}
+	}
+	return strings.Join(kept, " "), dropped, nil
+}
+
+// splitQuoted splits a GOFLAGS value as the go command does: into words
+// separated by spaces, a word being quoted whole in single or double
+// quotes.
+func splitQuoted(s string) ([]string, error) {
+	var words []string
+	for {
+		s = strings.TrimLeft(s, " \t\n\r")
+		if s == "" {
+			return words, nil
+		}
+		if q := s[0]; q == '"' || q == '\'' {
+			end := strings.IndexByte(s[1:], q)
+			if end < 0 {
+				return nil, fmt.Errorf("unterminated %c string", q)
+			}
+			words = append(words, s[1:1+end])
+			s = s[2+end:]
+			continue
+		}
+		end := strings.IndexAny(s, " \t\n\r")
+		if end < 0 {
+			end = len(s)
+		}
+		words = append(words, s[:end])
+		s = s[end:]
+	}
 }
 
 // checkGoVersion fails unless the go command is recent enough for
@@ -252,8 +364,9 @@ const newSDKModule = "github.com/proxy-wasm/proxy-wasm-go-sdk"
 // inspect checks that b.dir is a main package using the supported SDK and
 // returns the package and the SDK's module.
 func (b *builder) inspect(ctx context.Context, modFile string) (*listedPackage, *listedModule, error) {
-	outp, err := b.run(ctx, b.goBin, "list", "-modfile="+modFile, "-e", "-deps",
-		"-json=ImportPath,Name,Dir,GoFiles,IgnoredGoFiles,Module,Error,DepsErrors", ".")
+	args := append([]string{"list", "-modfile=" + modFile, "-e", "-deps",
+		"-json=ImportPath,Name,Dir,GoFiles,IgnoredGoFiles,Module,Error,DepsErrors"}, b.tagsFlag()...)
+	outp, err := b.run(ctx, b.goBin, append(args, ".")...)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -66,6 +66,16 @@ func sdkExample(t *testing.T, change func(sdk string)) string {
 	return dir
 }
 
+// taggedModule is userModule with a second file that uses a constant only
+// a file behind the build tag mytag defines: it builds only with that tag.
+func taggedModule(t *testing.T) string {
+	t.Helper()
+	dir := userModule(t, "")
+	mustWrite(t, filepath.Join(dir, "tagged.go"), "//go:build mytag\n\npackage main\n\nconst tagged = true\n")
+	mustWrite(t, filepath.Join(dir, "uses_tag.go"), "package main\n\nvar _ = tagged\n")
+	return dir
+}
+
 func mustWrite(t *testing.T, path, data string) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
@@ -99,9 +109,11 @@ func TestBuild(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
 		dir       func(t *testing.T) string
-		untouched bool   // the build must not change DIR/../..
-		wantErr   error  // nil: the build must succeed
-		errText   string // substring of the error
+		tags      []string
+		env       func(t *testing.T) // sets the environment the build sees
+		untouched bool               // the build must not change DIR/../..
+		wantErr   error              // nil: the build must succeed
+		errText   string             // substring of the error
 	}{
 		{name: "basic", dir: func(*testing.T) string { return filepath.Join(pluginsDir, "basic") }},
 		{name: "testbed", dir: func(*testing.T) string { return filepath.Join(pluginsDir, "testbed") }},
@@ -126,6 +138,32 @@ func TestBuild(t *testing.T) {
 			},
 			wantErr: ErrUnsupportedSDK,
 			errText: "go.mod replaces " + gluegen.SDKModule + " with ../.., which is not v0.24.0 (proxywasm/hostcall.go differs): drop the replace or point it at v0.24.0",
+		},
+		{name: "build tag", dir: taggedModule, tags: []string{"mytag"}},
+		{name: "build tag missing", dir: taggedModule, errText: "go build failed"},
+		{
+			// The user's tags apply; their -mod=vendor, which would fail
+			// (there is no vendor directory), gives way to the build's.
+			name: "build tag from GOFLAGS",
+			dir:  taggedModule,
+			env:  func(t *testing.T) { t.Setenv("GOFLAGS", "-mod=vendor -tags=mytag") },
+		},
+		{
+			name: "build tag from go env -w",
+			dir:  taggedModule,
+			env: func(t *testing.T) {
+				goenv := filepath.Join(t.TempDir(), "env")
+				mustWrite(t, goenv, "GOFLAGS=-tags=mytag\n")
+				t.Setenv("GOENV", goenv)
+				t.Setenv("GOFLAGS", "")
+			},
+		},
+		{
+			name:    "-tags replaces GOFLAGS' -tags",
+			dir:     taggedModule,
+			tags:    []string{"othertag"},
+			env:     func(t *testing.T) { t.Setenv("GOFLAGS", "-tags=mytag") },
+			errText: "go build failed",
 		},
 		{
 			name: "main package without the SDK",
@@ -180,13 +218,16 @@ func TestBuild(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := tc.dir(t)
+			if tc.env != nil {
+				tc.env(t)
+			}
 			var before map[string]string
 			if tc.untouched {
 				before = tree(t, filepath.Dir(filepath.Dir(dir)))
 			}
 			out := filepath.Join(t.TempDir(), "out", "plugin.wasm")
 			var log bytes.Buffer
-			err := Build(context.Background(), Options{Dir: dir, Output: out, Log: &log})
+			err := Build(context.Background(), Options{Dir: dir, Output: out, Log: &log, Tags: tc.tags})
 			if tc.wantErr == nil && tc.errText == "" {
 				if err != nil {
 					t.Fatalf("Build: %v\n%s", err, log.String())
@@ -371,6 +412,29 @@ func TestReactorFileName(t *testing.T) {
 	} {
 		if got := reactorFileName(&listedPackage{GoFiles: tc.files}); got != tc.want {
 			t.Errorf("reactorFileName(%q) = %s, want %s", tc.files, got, tc.want)
+		}
+	}
+}
+
+func TestMergeGoFlags(t *testing.T) {
+	for _, tc := range []struct {
+		user, want string
+		dropped    []string
+		err        bool
+	}{
+		{user: "", want: "-mod=readonly"},
+		{user: "-tags=a,b -ldflags=-s", want: "-tags=a,b -ldflags=-s -mod=readonly"},
+		{user: "-mod=vendor -tags=a", want: "-tags=a -mod=readonly", dropped: []string{"-mod=vendor"}},
+		{user: "--mod=mod -modfile=x.mod -buildmode=pie -overlay=o.json -trimpath -buildvcs=false",
+			want:    "-trimpath -buildvcs=false -mod=readonly",
+			dropped: []string{"--mod=mod", "-modfile=x.mod", "-buildmode=pie", "-overlay=o.json"}},
+		{user: `'-ldflags=-X main.v=1 -s' -tags=a`, want: `'-ldflags=-X main.v=1 -s' -tags=a -mod=readonly`},
+		{user: `"-ldflags=-X 'main.v=1'"`, want: `"-ldflags=-X 'main.v=1'" -mod=readonly`},
+		{user: "'-ldflags=-s", err: true},
+	} {
+		got, dropped, err := mergeGoFlags(tc.user)
+		if (err != nil) != tc.err || got != tc.want || strings.Join(dropped, " ") != strings.Join(tc.dropped, " ") {
+			t.Errorf("mergeGoFlags(%q) = %q, %q, %v; want %q, %q, error %v", tc.user, got, dropped, err, tc.want, tc.dropped, tc.err)
 		}
 	}
 }

@@ -7,9 +7,10 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"strings"
 )
 
-const usage = `usage: wasm-callout build [-o out.wasm] [-tinygo] [-v] DIR
+const usage = `usage: wasm-callout build [-o out.wasm] [-tags a,b] [-tinygo] [-v] DIR
 
 Builds the proxy-wasm plugin in DIR, a main package written against
 github.com/tetratelabs/proxy-wasm-go-sdk v0.24.0 (the TinyGo-era SDK), into a
@@ -20,6 +21,11 @@ plugin's module untouched; -tinygo uses TinyGo from PATH instead.
 A replace directive for the SDK in the plugin's go.mod (such as the SDK's
 examples' "replace ... => ../..") is accepted when it points at the SDK's
 v0.24.0 files, unmodified.
+
+Your GOFLAGS (from the environment or go env -w) apply to the go commands
+the build runs, except -mod, -modfile, -buildmode, -overlay and -o, which
+the build sets itself and which win. As with go build, -tags replaces a
+-tags in GOFLAGS.
 
 Flags may come before or after DIR.
 `
@@ -36,6 +42,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	out := fs.String("o", "", "output `file` (default: DIR's base name + .wasm in the current directory)")
 	tinygo := fs.Bool("tinygo", false, "build with TinyGo (tinygo on PATH) instead of stock Go")
+	tags := fs.String("tags", "", "comma-separated `list` of build tags, passed to go build (or tinygo)")
 	verbose := fs.Bool("v", false, "print the commands run and their output")
 
 	// The standard flag package stops at the first argument that is not a
@@ -66,7 +73,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		*out = filepath.Base(abs) + ".wasm"
 	}
-	opts := Options{Dir: dir, Output: *out, TinyGo: *tinygo}
+	opts := Options{Dir: dir, Output: *out, TinyGo: *tinygo, Tags: splitTags(*tags)}
 	if *verbose {
 		opts.Log = stdout
 	}
@@ -74,4 +81,10 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("build %s: %w", dir, err)
 	}
 	return nil
+}
+
+// splitTags splits a -tags value: comma-separated, as go build takes it
+// (spaces, which go build still accepts, work too).
+func splitTags(s string) []string {
+	return strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' })
 }
