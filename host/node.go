@@ -2,8 +2,10 @@ package host
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -366,6 +368,10 @@ func parseMessage(data []byte, m interface {
 		return fmt.Errorf("empty: want an %s", name)
 	}
 	if err := protojson.Unmarshal(js, m); err != nil {
+		if !json.Valid(data) {
+			// protojson's positions are in the JSON made from the YAML.
+			err = errors.New(jsonPosition.ReplaceAllString(err.Error(), ""))
+		}
 		var top map[string]json.RawMessage
 		if name == "envoy.config.core.v3.Node" && json.Unmarshal(js, &top) == nil && top["node"] != nil {
 			return fmt.Errorf("not an %s (%w); this looks like a whole Envoy bootstrap: give its node: section", name, err)
@@ -377,6 +383,9 @@ func parseMessage(data []byte, m interface {
 	}
 	return nil
 }
+
+// jsonPosition is where protojson says an error is.
+var jsonPosition = regexp.MustCompile(`\(line \d+:\d+\): `)
 
 // yamlValue converts a YAML document as Envoy's parseYamlNode does
 // (source/common/protobuf/yaml_utility.cc), so that node metadata gets the
