@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
@@ -55,6 +56,9 @@ type serveConfig struct {
 	logLevel, logFormat string
 
 	limits server.Limits
+
+	nodeMetadata, listenerDirection, listenerMetadata string
+	clusterName, clusterMetadata                      string
 }
 
 func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
@@ -130,6 +134,16 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 		"messages queued behind a paused HTTP direction, past which the stream ends with RESOURCE_EXHAUSTED; negative: no limit")
 	fs.DurationVar(&c.limits.IdleTimeout, "stream-idle-timeout", server.DefaultIdleTimeout,
 		"end a stream that receives no message for this long (UNAVAILABLE); Envoy's stream_idle_timeout default; negative: never")
+	fs.StringVar(&c.nodeMetadata, "node-metadata", "", "Envoy's bootstrap node (envoy.config.core.v3.Node: id, cluster, metadata, locality…) "+
+		"as YAML or JSON, @FILE or inline, read at start: the node and xds.node properties in every context, proxy_on_configure included")
+	fs.StringVar(&c.listenerDirection, "listener-direction", "", "inbound, outbound or unspecified: the listener_direction "+
+		"(xds.listener_direction) property in every context; empty: none")
+	fs.StringVar(&c.listenerMetadata, "listener-metadata", "", "the listener's metadata (envoy.config.core.v3.Metadata, "+
+		"filter_metadata: {NAMESPACE: {...}}) as YAML or JSON, @FILE or inline: listener_metadata in every context")
+	fs.StringVar(&c.clusterName, "cluster-name", "", "upstream cluster name: cluster_name (xds.cluster_name) for streams whose "+
+		"Envoy does not send it as an attribute")
+	fs.StringVar(&c.clusterMetadata, "cluster-metadata", "", "upstream cluster metadata (envoy.config.core.v3.Metadata) as YAML or JSON, "+
+		"@FILE or inline: cluster_metadata for streams")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: trace, debug, info, warn or error (plugin log levels map onto these)")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	return fs, c
@@ -452,7 +466,58 @@ func (c *serveConfig) hostConfig() (host.Config, error) {
 	}
 	hc.CompilationCacheDir = c.compilationCache
 	hc.FailStatus = uint32(c.failureStatus)
+	if hc.Local, err = c.localInfo(); err != nil {
+		return hc, err
+	}
 	return hc, nil
+}
+
+// localInfo reads the node, listener and cluster flags; nil if none is set.
+func (c *serveConfig) localInfo() (*host.LocalInfo, error) {
+	if c.nodeMetadata == "" && c.listenerDirection == "" && c.listenerMetadata == "" && c.clusterName == "" && c.clusterMetadata == "" {
+		return nil, nil
+	}
+	l := &host.LocalInfo{ClusterName: c.clusterName}
+	if c.nodeMetadata != "" {
+		b, err := stringOrFile("--node-metadata", c.nodeMetadata)
+		if err != nil {
+			return nil, err
+		}
+		if l.Node, err = host.ParseNode(b); err != nil {
+			return nil, fmt.Errorf("--node-metadata %s: %w", flagSource(c.nodeMetadata), err)
+		}
+	}
+	if c.listenerDirection != "" {
+		d, err := host.ParseTrafficDirection(c.listenerDirection)
+		if err != nil {
+			return nil, fmt.Errorf("--listener-direction %w", err)
+		}
+		l.ListenerDirection = &d
+	}
+	for _, md := range []struct {
+		flag, v string
+		dst     **corev3.Metadata
+	}{{"--listener-metadata", c.listenerMetadata, &l.ListenerMetadata}, {"--cluster-metadata", c.clusterMetadata, &l.ClusterMetadata}} {
+		if md.v == "" {
+			continue
+		}
+		b, err := stringOrFile(md.flag, md.v)
+		if err != nil {
+			return nil, err
+		}
+		if *md.dst, err = host.ParseMetadata(b); err != nil {
+			return nil, fmt.Errorf("%s %s: %w", md.flag, flagSource(md.v), err)
+		}
+	}
+	return l, nil
+}
+
+// flagSource names where a @FILE-or-inline flag's value came from.
+func flagSource(v string) string {
+	if strings.HasPrefix(v, "@") {
+		return v
+	}
+	return "(inline)"
 }
 
 // stringOrFile returns v, or the contents of the file v names after '@'.
