@@ -404,24 +404,70 @@ func (b *builder) inspect(ctx context.Context, modFile string) (*listedPackage, 
 	if sdk == nil {
 		return nil, nil, fmt.Errorf("%w: %s does not import %s", ErrNotPlugin, pkg.ImportPath, sdkPackage)
 	}
-	if len(pkg.DepsErrors) > 0 {
-		var msgs []string
-		for _, e := range pkg.DepsErrors {
-			msgs = append(msgs, strings.TrimSpace(e.Err))
-		}
-		return nil, nil, fmt.Errorf("%s: %s", pkg.ImportPath, strings.Join(msgs, "; "))
-	}
+	// The SDK's version first: when it is the wrong one, what else failed
+	// (typically its download, or its go.sum lines) is beside the point.
 	m := sdk.Module
-	if m == nil {
+	if m == nil && len(pkg.DepsErrors) > 0 {
+		m, err = b.requiredSDK(ctx, modFile)
+		if err != nil {
+			return nil, nil, err
+		}
+	}
+	if m != nil {
+		if err := checkSDK(pkg, m); err != nil {
+			return nil, nil, err
+		}
+	}
+	if len(pkg.DepsErrors) > 0 {
+		// go list reports an error of a module (a failed download, a
+		// missing replacement directory) once for every package of it the
+		// plugin imports: say each only once.
+		var msgs []string
+		seen := map[string]bool{}
+		for _, e := range pkg.DepsErrors {
+			if msg := strings.TrimSpace(e.Err); !seen[msg] {
+				seen[msg] = true
+				msgs = append(msgs, msg)
+			}
+		}
+		return nil, nil, fmt.Errorf("%s: %s", pkg.ImportPath, strings.Join(msgs, "\n"))
+	}
+	switch {
+	case m == nil:
 		return nil, nil, fmt.Errorf("%w: go list reports no module for %s", ErrUnsupportedSDK, sdkPackage)
-	}
-	if err := checkSDK(pkg, m); err != nil {
-		return nil, nil, err
-	}
-	if m.Dir == "" {
+	case m.Dir == "":
 		return nil, nil, fmt.Errorf("%s %s is not in the module cache (go mod download %s@%s)", gluegen.SDKModule, m.Version, gluegen.SDKModule, m.Version)
 	}
 	return pkg, m, nil
+}
+
+// requiredSDK returns the SDK version go.mod (modFile) requires, for when
+// go list could not resolve the SDK's module; nil if go.mod does not require
+// it or replaces it (only the replacement's files can tell its version).
+func (b *builder) requiredSDK(ctx context.Context, modFile string) (*listedModule, error) {
+	out, err := b.run(ctx, b.goBin, "mod", "edit", "-json", modFile)
+	if err != nil {
+		return nil, err
+	}
+	type modVersion struct{ Path, Version string }
+	var gomod struct {
+		Require []modVersion
+		Replace []struct{ Old, New modVersion }
+	}
+	if err := json.Unmarshal(out, &gomod); err != nil {
+		return nil, fmt.Errorf("reading go mod edit -json output: %w", err)
+	}
+	for _, r := range gomod.Replace {
+		if r.Old.Path == gluegen.SDKModule {
+			return nil, nil
+		}
+	}
+	for _, r := range gomod.Require {
+		if r.Path == gluegen.SDKModule {
+			return &listedModule{Path: r.Path, Version: r.Version}, nil
+		}
+	}
+	return nil, nil
 }
 
 // checkSDK checks that the plugin pkg uses the SDK version the glue is
@@ -602,8 +648,12 @@ func (b *builder) run(ctx context.Context, bin string, args ...string) ([]byte, 
 			return nil, ctx.Err()
 		}
 		msg := strings.TrimSpace(stderr.String())
-		if msg == "" {
+		switch {
+		case msg == "":
 			msg = err.Error()
+		case b.log != nil:
+			// It is in the log already: print it once.
+			return nil, fmt.Errorf("%s %s failed in %s (its output is above)", filepath.Base(bin), args[0], b.dir)
 		}
 		return nil, fmt.Errorf("%s %s failed in %s:\n%s", filepath.Base(bin), args[0], b.dir, msg)
 	}

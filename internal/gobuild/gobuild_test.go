@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -138,6 +139,15 @@ func TestBuild(t *testing.T) {
 			},
 			wantErr: ErrUnsupportedSDK,
 			errText: "go.mod replaces " + gluegen.SDKModule + " with ../.., which is not v0.24.0 (proxywasm/hostcall.go differs): drop the replace or point it at v0.24.0",
+		},
+		{
+			name: "unsupported SDK version without its go.sum lines",
+			dir: func(t *testing.T) string {
+				dir := userModule(t, "")
+				mustWrite(t, filepath.Join(dir, "..", "..", "go.mod"), "module example.com/user\n\ngo 1.22\n\nrequire "+gluegen.SDKModule+" v0.23.0\n")
+				return dir
+			},
+			wantErr: ErrUnsupportedSDK, errText: "uses " + gluegen.SDKModule + " v0.23.0, but the stock-Go glue is written for v0.24.0 only",
 		},
 		{name: "build tag", dir: taggedModule, tags: []string{"mytag"}},
 		{name: "build tag missing", dir: taggedModule, errText: "go build failed"},
@@ -412,6 +422,50 @@ func TestReactorFileName(t *testing.T) {
 	} {
 		if got := reactorFileName(&listedPackage{GoFiles: tc.files}); got != tc.want {
 			t.Errorf("reactorFileName(%q) = %s, want %s", tc.files, got, tc.want)
+		}
+	}
+}
+
+// A failed build says what went wrong once, wherever it is printed: in the
+// error, and with -v in the log of the commands' output.
+func TestBuildErrorOnce(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		dir  func(t *testing.T) string
+		want string
+	}{
+		{name: "compile error", dir: taggedModule, want: "undefined: tagged"},
+		{
+			// go list reports the missing directory for each of the three
+			// SDK packages the plugin imports.
+			name: "missing replacement",
+			dir: func(t *testing.T) string {
+				dir := userModule(t, "replace "+gluegen.SDKModule+" => ../nowhere\n")
+				mustWrite(t, filepath.Join(dir, "more.go"), "package main\n\nimport (\n"+
+					"\t_ \""+gluegen.SDKModule+"/properties\"\n"+
+					"\t_ \""+gluegen.SDKModule+"/proxywasm/proxytest\"\n)\n")
+				return dir
+			},
+			want: "replacement directory ../nowhere does not exist",
+		},
+	} {
+		for _, verbose := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s verbose=%v", tc.name, verbose), func(t *testing.T) {
+				args := []string{"-o", filepath.Join(t.TempDir(), "x.wasm"), tc.dir(t)}
+				if verbose {
+					args = append(args, "-v")
+				}
+				var stdout, stderr bytes.Buffer
+				err := Run(ctx, args, &stdout, &stderr)
+				if err == nil {
+					t.Fatal("Run succeeded, want an error")
+				}
+				printed := stdout.String() + stderr.String() + err.Error()
+				if n := strings.Count(printed, tc.want); n != 1 {
+					t.Errorf("%q printed %d times, want once:\n%s", tc.want, n, printed)
+				}
+			})
 		}
 	}
 }
