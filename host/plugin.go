@@ -49,7 +49,7 @@ func Load(ctx context.Context, wasm []byte, cfg Config) (*Plugin, error) {
 		cache = c
 	}
 	start := time.Now()
-	cfg.Logger.Info("compiling plugin", "plugin", cfg.Name, "bytes", len(wasm), "cache", cfg.CompilationCacheDir)
+	cfg.Logger.Debug("compiling plugin", "plugin", cfg.Name, "bytes", len(wasm), "cache", cfg.CompilationCacheDir)
 	c, err := compile(ctx, wasm, cfg, cache)
 	if err != nil {
 		if c != nil {
@@ -57,7 +57,7 @@ func Load(ctx context.Context, wasm []byte, cfg Config) (*Plugin, error) {
 		}
 		return nil, err
 	}
-	cfg.Logger.Info("plugin compiled; starting instances", "plugin", cfg.Name,
+	cfg.Logger.Debug("plugin compiled; starting instances", "plugin", cfg.Name,
 		"took", time.Since(start).Round(time.Millisecond), "instances", cfg.Instances)
 	p := &Plugin{cfg: cfg, info: c.info, runtime: c.runtime, compiled: c.module}
 	for _, w := range c.info.Warnings {

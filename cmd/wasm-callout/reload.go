@@ -158,6 +158,10 @@ func newReloader(ctx context.Context, c *serveConfig, log *slog.Logger) *reloade
 func (r *reloader) load(ctx context.Context, src *source) (*host.Plugin, error) {
 	cfg := r.base
 	cfg.PluginConfig, cfg.VMConfig = src.PluginConfig.data, src.VMConfig.data
+	// Compiling a large plugin without a cached copy takes seconds: say so
+	// before it starts (liveness already answers; readiness waits).
+	r.log.Info("loading plugin: compiling (fast when the compilation cache has it) and starting instances",
+		"path", src.Plugin.Resolved, "bytes", len(src.Plugin.data), "compilation_cache", cfg.CompilationCacheDir)
 	p, err := host.Load(ctx, src.Plugin.data, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("loading %s (sha256 %.12s): %w", src.Plugin.Resolved, src.Plugin.SHA256, err)
