@@ -275,6 +275,13 @@ func hasCustomSection(mod wazero.CompiledModule, name string) bool {
 
 // guessToolchain names the likely producer of a module from its custom
 // sections, exports and imports. It is a diagnostic, never a decision.
+//
+// The producers section settles it when it names a toolchain, but old
+// TinyGo (before it named itself there, 2020-2022) writes only clang, as C
+// and C++ do, or nothing at all once stripped. Those modules are told apart
+// by what TinyGo's runtime and the TinyGo-era Go SDK put in every module
+// (see tinyGoShape), after the marks of Emscripten, which clang-only C++
+// modules (proxy-wasm-cpp-sdk) carry.
 func guessToolchain(mod wazero.CompiledModule, exports map[string]api.FunctionDefinition, goModule bool) string {
 	has := func(name string) bool { _, ok := exports[name]; return ok }
 	imports := map[string]bool{}
@@ -294,11 +301,11 @@ func guessToolchain(mod wazero.CompiledModule, exports map[string]api.FunctionDe
 		return "Go (gc, wasip1 command)"
 	case goModule:
 		return "Go (gc, wasip1 c-shared)"
-	case strings.Contains(producers, "TinyGo") || (has("_start") && has("malloc") && has("free") && has("proxy_on_memory_allocate")):
+	case strings.Contains(producers, "TinyGo"):
 		return "TinyGo"
 	case strings.Contains(producers, "rustc"):
 		return "Rust"
-	case imports["env.emscripten_notify_memory_growth"] || strings.Contains(producers, "Emscripten"):
+	case emscriptenShape(mod, exports, imports, producers):
 		return "C++ (Emscripten)"
 	case imports["env.abort"] && has("malloc") && !has("_initialize") && !has("_start"),
 		// Its runtime's exports: 0.10-0.17 (__alloc, __retain) and 0.18+
@@ -306,10 +313,78 @@ func guessToolchain(mod wazero.CompiledModule, exports map[string]api.FunctionDe
 		// as proxy-runtime recommends, import no env.abort.
 		has("__alloc") && has("__retain"), has("__new") && has("__pin"):
 		return "AssemblyScript"
+	case tinyGoShape(exports, imports):
+		return "TinyGo"
 	case strings.Contains(producers, "clang"):
 		return "C/C++ (clang)"
 	}
 	return "unknown"
+}
+
+// emscriptenShape reports the marks Emscripten leaves: its memory-growth
+// import, its metadata section, its name in the producers section, or the
+// stack helpers it exports (stackSave and kin before 3.1.50,
+// emscripten_stack_* and _emscripten_stack_* after).
+func emscriptenShape(mod wazero.CompiledModule, exports map[string]api.FunctionDefinition, imports map[string]bool, producers string) bool {
+	if imports["env.emscripten_notify_memory_growth"] || strings.Contains(producers, "Emscripten") ||
+		hasCustomSection(mod, "emscripten_metadata") {
+		return true
+	}
+	if _, ok := exports["stackSave"]; ok {
+		if _, ok := exports["stackRestore"]; ok {
+			return true
+		}
+	}
+	for name := range exports {
+		if strings.HasPrefix(name, "emscripten_stack_") || strings.HasPrefix(name, "_emscripten_stack_") {
+			return true
+		}
+	}
+	return false
+}
+
+// tinyGoShape reports a module TinyGo built, by its exports and imports
+// alone:
+//
+//   - go_scheduler is the export of TinyGo's scheduler (wasi builds without
+//     -scheduler=none, and the js target);
+//   - env.io_get_stdout and env.resource_write are imports of old TinyGo's
+//     js target, runtime.ticks and runtime.sleepTicks (from env or gojs) of
+//     later ones;
+//   - otherwise it must be a command module (_start: TinyGo's wasi builds
+//     were commands until -buildmode=c-shared in 2024) that keeps serving
+//     after _start, exporting the Go SDK's allocator proxy_on_memory_allocate
+//     or all four libc allocators TinyGo's runtime exports (malloc, free,
+//     calloc, realloc), and that writes through WASI's fd_write as TinyGo's
+//     runtime prints (panics included) or exports malloc and free.
+//
+// C and C++ proxy-wasm plugins are normally reactors (_initialize: the C++ SDK
+// links with --no-entry, wasi-sdk plugins with -mexec-model=reactor) and do
+// not export calloc and realloc unless asked to, nor does the C++ SDK export
+// proxy_on_memory_allocate. A command module with C++'s marks
+// (Itanium-mangled exports, or __wasm_call_ctors and __cxa_* from exporting
+// everything) is never taken for TinyGo.
+func tinyGoShape(exports map[string]api.FunctionDefinition, imports map[string]bool) bool {
+	has := func(name string) bool { _, ok := exports[name]; return ok }
+	if has("go_scheduler") || imports["env.io_get_stdout"] || imports["env.resource_write"] {
+		return true
+	}
+	for _, m := range []string{"env", "gojs"} {
+		if imports[m+".runtime.ticks"] || imports[m+".runtime.sleepTicks"] {
+			return true
+		}
+	}
+	if !has(abi.FuncStart) || has(abi.FuncInitialize) {
+		return false
+	}
+	for name := range exports {
+		if strings.HasPrefix(name, "_Z") || strings.HasPrefix(name, "__cxa_") || name == "__wasm_call_ctors" {
+			return false
+		}
+	}
+	libcAllocators := has("malloc") && has("free") && has("calloc") && has("realloc")
+	writes := imports[abi.ModuleWASIPreview1+".fd_write"] || imports[abi.ModuleWASIUnstable+".fd_write"]
+	return (has(abi.FuncMemoryAllocate) || libcAllocators) && (writes || has("malloc") && has("free"))
 }
 
 // signature renders a wasm function type as "(i32,i64)->i32".

@@ -228,3 +228,33 @@ func TestEveryReferenceImportResolves(t *testing.T) {
 		}
 	}
 }
+
+// guessToolchain tells TinyGo from C and C++ when the producers section
+// does not (old TinyGo names only clang there) by the exports and imports
+// each leaves, and keeps C and C++ shapes that resemble TinyGo's as C/C++.
+// Each fixture's .wat says what it stands for.
+func TestToolchainShapes(t *testing.T) {
+	for _, tc := range []struct {
+		fixture, want string
+	}{
+		{"toolchain_tinygo_clang", "TinyGo"},
+		{"toolchain_tinygo_scheduler", "TinyGo"},
+		{"toolchain_tinygo_js", "TinyGo"},
+		{"start_only", "TinyGo"},
+		{"toolchain_cpp_emscripten", "C++ (Emscripten)"},
+		{"malloc_only", "C++ (Emscripten)"},
+		{"toolchain_c_reactor", "C/C++ (clang)"},
+		{"toolchain_c_command", "C/C++ (clang)"},
+		{"toolchain_cpp_command", "C/C++ (clang)"},
+	} {
+		t.Run(tc.fixture, func(t *testing.T) {
+			info, _ := Inspect(context.Background(), readFixture(t, tc.fixture))
+			if info == nil {
+				t.Fatal("the fixture does not compile")
+			}
+			if info.Toolchain != tc.want {
+				t.Errorf("toolchain %q, want %q", info.Toolchain, tc.want)
+			}
+		})
+	}
+}
