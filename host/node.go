@@ -85,6 +85,9 @@ func (l *LocalInfo) property(path []string, inStream bool) ([]byte, bool) {
 // wrapper its scalar, a Timestamp or Duration int64 nanoseconds, an Any
 // the message it holds.
 func messageProperty(m protoreflect.Message, rest []string) ([]byte, bool) {
+	if !m.IsValid() {
+		return nil, false
+	}
 	name := m.Descriptor().FullName()
 	switch {
 	case name == "google.protobuf.Struct" || name == "google.protobuf.Value" || name == "google.protobuf.ListValue":
@@ -135,6 +138,14 @@ func messageProperty(m protoreflect.Message, rest []string) ([]byte, bool) {
 		return listFieldProperty(fd, v.List(), rest)
 	}
 	return fieldValueProperty(fd, v, rest)
+}
+
+// MessageProperty answers the property at path inside m as Envoy's
+// getProperty answers it inside a message-valued attribute: walked and
+// encoded as messageProperty says. A server uses it for what Envoy sends as
+// messages (metadata_context, Struct attributes).
+func MessageProperty(m proto.Message, path []string) ([]byte, bool) {
+	return messageProperty(m.ProtoReflect(), path)
 }
 
 // wrapperTypes are the wrappers CEL reads as their scalar.

@@ -62,10 +62,10 @@ type direction struct {
 	// skippedHeaders: Envoy sent no headers for this direction (header
 	// mode SKIP); the plugin's headers callback runs on an empty map
 	// before the first body or trailers, and nothing answers it.
-	skippedHeaders bool
-	bodyMsgs               int
-	bodyEOS, gotTrailers   bool
-	ended                  bool
+	skippedHeaders       bool
+	bodyMsgs             int
+	bodyEOS, gotTrailers bool
+	ended                bool
 
 	// What the server answered, updated as messages are processed.
 	blocked   phase  // an answer withheld until the plugin resumes

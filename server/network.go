@@ -91,7 +91,6 @@ type tcpConn struct {
 	held       held // bytes kept across frames, against the limits
 }
 
-
 // Process implements netprocv3.NetworkExternalProcessorServer: one call per
 // TCP connection. The plugin's TCP context is created on the first frame
 // (Envoy sends no connection event), followed by proxy_on_new_connection,

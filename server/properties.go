@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/wasm-callout/wasm-callout/abi"
+	"github.com/wasm-callout/wasm-callout/host"
 )
 
 // AttributesKey is the key of ProcessingRequest.attributes under which
@@ -82,8 +83,9 @@ func (a *attributeSource) Property(path []string) ([]byte, bool) {
 }
 
 // metadataProperty resolves metadata (the serialized
-// envoy.config.core.v3.Metadata) and metadata.filter_metadata.NS.KEY...
-// (walked into the namespace's Struct). Caller holds mu.
+// envoy.config.core.v3.Metadata, kept) and the paths inside it, such as
+// metadata.filter_metadata.NS.KEY, as Envoy walks a message-valued
+// attribute (host.MessageProperty). Caller holds mu.
 func (a *attributeSource) metadataProperty(rest []string) ([]byte, bool) {
 	if len(rest) == 0 {
 		if a.mdBytes == nil {
@@ -95,39 +97,7 @@ func (a *attributeSource) metadataProperty(rest []string) ([]byte, bool) {
 		}
 		return a.mdBytes, true
 	}
-	if rest[0] != "filter_metadata" {
-		return nil, false
-	}
-	fm := a.metadata.GetFilterMetadata()
-	if len(rest) == 1 {
-		pairs := make([]abi.Pair, 0, len(fm))
-		for _, ns := range sortedKeys(fm) {
-			pairs = append(pairs, abi.Pair{Key: ns, Value: string(encodeStruct(fm[ns]))})
-		}
-		return abi.EncodeMap(pairs), true
-	}
-	s, ok := fm[rest[1]]
-	if !ok {
-		return nil, false
-	}
-	v := structpb.NewStructValue(s)
-	for _, seg := range rest[2:] {
-		switch k := v.GetKind().(type) {
-		case *structpb.Value_StructValue:
-			if v, ok = k.StructValue.GetFields()[seg]; !ok {
-				return nil, false
-			}
-		case *structpb.Value_ListValue:
-			i, err := strconv.Atoi(seg)
-			if err != nil || i < 0 || i >= len(k.ListValue.GetValues()) {
-				return nil, false
-			}
-			v = k.ListValue.GetValues()[i]
-		default:
-			return nil, false
-		}
-	}
-	return encodeValue(v)
+	return host.MessageProperty(a.metadata, rest)
 }
 
 // encodeAttribute converts one attribute value, as Envoy's ext_proc sends
@@ -224,44 +194,8 @@ func encodeAttribute(name string, v *structpb.Value) ([]byte, bool) {
 }
 
 // encodeValue encodes a google.protobuf.Value as Envoy serializes the CEL
-// value of a Struct field: strings raw, numbers as doubles, booleans as one
-// byte, structs as maps and lists as lists (pair serializations). Null is
-// absent.
-func encodeValue(v *structpb.Value) ([]byte, bool) {
-	switch k := v.GetKind().(type) {
-	case *structpb.Value_StringValue:
-		return []byte(k.StringValue), true
-	case *structpb.Value_NumberValue:
-		return abi.EncodeDouble(k.NumberValue), true
-	case *structpb.Value_BoolValue:
-		return abi.EncodeBool(k.BoolValue), true
-	case *structpb.Value_StructValue:
-		return encodeStruct(k.StructValue), true
-	case *structpb.Value_ListValue:
-		items := make([]string, 0, len(k.ListValue.GetValues()))
-		for _, e := range k.ListValue.GetValues() {
-			b, _ := encodeValue(e)
-			items = append(items, string(b))
-		}
-		return abi.EncodeList(items), true
-	}
-	return nil, false
-}
-
-// encodeStruct is the map encoding of a Struct, keys sorted so the bytes are
-// stable.
-func encodeStruct(s *structpb.Struct) []byte {
-	fields := s.GetFields()
-	pairs := make([]abi.Pair, 0, len(fields))
-	for _, k := range sortedKeys(fields) {
-		b, ok := encodeValue(fields[k])
-		if !ok {
-			continue
-		}
-		pairs = append(pairs, abi.Pair{Key: k, Value: string(b)})
-	}
-	return abi.EncodeMap(pairs)
-}
+// value of a Struct field (host.MessageProperty).
+func encodeValue(v *structpb.Value) ([]byte, bool) { return host.MessageProperty(v, nil) }
 
 func sortedKeys[V any](m map[string]V) []string {
 	keys := make([]string, 0, len(m))

@@ -102,7 +102,8 @@ func TestAttributeSource(t *testing.T) {
 		{[]string{"metadata", "filter_metadata", "ns", "list", "2"}, nil},
 		{[]string{"metadata", "filter_metadata", "ns", "missing"}, nil},
 		{[]string{"metadata", "filter_metadata", "other"}, nil},
-		{[]string{"metadata", "typed_filter_metadata"}, nil},
+		{[]string{"metadata", "typed_filter_metadata"}, abi.EncodeMap(nil)}, // an empty map field is an empty map, as CEL reads it
+		{[]string{"metadata", "no_such_field"}, nil},
 		{[]string{"metadata", "filter_metadata", "ns", "nested"}, abi.EncodeMap([]abi.Pair{{Key: "b", Value: "\x01"}})},
 		{nil, nil},
 	}

@@ -45,7 +45,6 @@ type stream struct {
 	sentProps          map[string]string
 }
 
-
 // Process implements extprocv3.ExternalProcessorServer: one call per HTTP
 // request. The plugin's HTTP context is created on the first message and
 // closed (proxy_on_log, proxy_on_done, proxy_on_delete) exactly once when
