@@ -1,7 +1,9 @@
 package host
 
 import (
+	"context"
 	"errors"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -371,5 +373,37 @@ func TestCacheSubdir(t *testing.T) {
 		if cacheSubdir(other) == a {
 			t.Errorf("%+v shares a cache directory with deadlines on and 10 pages", other)
 		}
+	}
+}
+
+// Each instance's memory is a mapping of its own, reserved up to the
+// memory limit: a memory bomb grows it without copying, and a failed or
+// closed instance gives all of it back at once.
+func TestLinearMemoryMapped(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("instance memory is mapped on Linux only")
+	}
+	base := MappedMemory()
+	const pages = 512
+	p := loadFile(t, "faults", Config{Instances: 2, MemoryLimitPages: pages})
+	per := int64(pages) << 16
+	if got := MappedMemory() - base; got != 2*per {
+		t.Fatalf("mapped %d bytes for 2 instances, want %d", got, 2*per)
+	}
+	for range 3 {
+		s, err := p.NewHTTPStream(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := s.RequestHeaders(faultHeaders("oom"), true); r.Failure == nil {
+			t.Fatalf("memory bomb: %+v", r)
+		}
+		s.Close()
+		waitFor(t, "a replacement", func() bool { st := p.Stats(); return st.Healthy == 2 })
+		waitFor(t, "the failed instance's memory", func() bool { return MappedMemory()-base == 2*per })
+	}
+	p.Close(context.Background())
+	if got := MappedMemory() - base; got != 0 {
+		t.Errorf("%d bytes still mapped after Close", got)
 	}
 }

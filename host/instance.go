@@ -11,6 +11,7 @@ import (
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/experimental"
 	"github.com/tetratelabs/wazero/sys"
 
 	"github.com/wasm-callout/wasm-callout/abi"
@@ -133,6 +134,9 @@ func newInstance(ctx context.Context, p *Plugin, slot int) (*instance, error) {
 		WithRandSource(rand.Reader)
 	for k, v := range p.cfg.Env {
 		mc = mc.WithEnv(k, v)
+	}
+	if memoryAllocator != nil {
+		ctx = experimental.WithMemoryAllocator(ctx, memoryAllocator)
 	}
 	mod, err := p.runtime.InstantiateModule(ctx, p.compiled, mc)
 	if err != nil {
@@ -470,14 +474,15 @@ func (in *instance) shutdown(wait, grace time.Duration) bool {
 			if in.failed == nil {
 				in.callCtx(in.fns.onDelete, in.rootID)
 			}
+			// Stopped under mu, so no stream callback can be running in
+			// the module, or start in it, while it closes.
+			in.stop()
 			in.mu.Unlock()
-			break
+			return true
 		}
 		in.mu.Unlock()
 		time.Sleep(10 * time.Millisecond)
 	}
-	in.stop()
-	return true
 }
 
 // lockWithin locks mu, giving up after d. Only shutdown uses it: streams
