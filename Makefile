@@ -58,7 +58,13 @@ test: plugins
 # a compilation cache; SWAP=0 skips it); see scripts/bench.sh for the knobs
 # (ROUNDS, DURATION, SWAP_INTERVAL, ...).
 
-.PHONY: bench
+.PHONY: bench faults
 
 bench: plugins/bin/basic.wasm plugins/bin/tcp-count.wasm
 	./scripts/bench.sh
+
+# `make faults` measures fault containment under load (scripts/faults.sh):
+# for each fault kind of host/testdata/faults.wasm in HTTP and TCP, good
+# traffic errors, fault-answer latency, instance recovery and peak RSS.
+faults:
+	./scripts/faults.sh

@@ -56,6 +56,14 @@ type loadConfig struct {
 	// measured run (hot-swap under load; see swapper).
 	reloadURL      string
 	reloadInterval time.Duration
+	// faultEvery > 0 makes every faultEvery-th request issued in the
+	// measured run a fault one: faultHeader ("NAME: VALUE") added to an
+	// HTTP request, or faultData replacing an L4 connection's first frame.
+	// policyStatus is the status of the server's fail-closed answer.
+	faultHeader  string
+	faultData    string
+	faultEvery   int
+	policyStatus int
 }
 
 // result is the machine-readable outcome of a run (one JSON line).
@@ -86,6 +94,22 @@ type result struct {
 	SwapP50Ms      float64 `json:"swap_p50_ms,omitempty"`
 	SwapMaxMs      float64 `json:"swap_max_ms,omitempty"`
 	FirstSwapError string  `json:"first_swap_error,omitempty"`
+	// Requests, Errors, the latencies and RPS count good requests only;
+	// with -fault-every the fault requests are counted apart. Errors
+	// includes GoodPolicyFailures, good requests answered with the failure
+	// policy (bystanders on an instance that failed); ErrorKinds counts
+	// every good failure by its message.
+	GoodPolicyFailures int64            `json:"good_policy_failures,omitempty"`
+	ErrorKinds         map[string]int64 `json:"error_kinds,omitempty"`
+	// Faults are the fault requests, FaultPolicy those answered with the
+	// failure policy (as expected), FaultOther the rest (FaultOtherKinds
+	// says how they ended); the latencies are those of all fault requests.
+	Faults          int64            `json:"faults,omitempty"`
+	FaultPolicy     int64            `json:"fault_policy,omitempty"`
+	FaultOther      int64            `json:"fault_other,omitempty"`
+	FaultP50Ms      float64          `json:"fault_p50_ms,omitempty"`
+	FaultMaxMs      float64          `json:"fault_max_ms,omitempty"`
+	FaultOtherKinds map[string]int64 `json:"fault_other_kinds,omitempty"`
 }
 
 func parseLoadFlags(args []string, stderr io.Writer) (*loadConfig, error) {
@@ -109,6 +133,12 @@ func parseLoadFlags(args []string, stderr io.Writer) (*loadConfig, error) {
 	fs.StringVar(&c.reloadURL, "reload-url", "", "during the measured run, POST this URL (wasm-callout's http://HEALTH/reload) "+
 		"to hot-swap the plugin, one reload at a time, and report how long each took")
 	fs.DurationVar(&c.reloadInterval, "reload-interval", 500*time.Millisecond, "start a reload this often (at once if the last took longer)")
+	fs.IntVar(&c.faultEvery, "fault-every", 0, "make every Nth request (or connection) of the measured run a fault one "+
+		"(-fault-header or -fault-data), counted apart from the good ones (-requests counts both); 0: none")
+	fs.StringVar(&c.faultHeader, "fault-header", "", "'NAME: VALUE': the header added to fault requests (HTTP scenarios)")
+	fs.StringVar(&c.faultData, "fault-data", "", "the data of a fault connection's first frame, instead of -chunk-bytes of it (-scenario l4)")
+	fs.IntVar(&c.policyStatus, "policy-status", 500, "HTTP status of the server's fail-closed ImmediateResponse (the failure policy; "+
+		"for l4 it is a CLOSE): answers so are counted as fault_policy or, for good requests, good_policy_failures")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -135,6 +165,24 @@ func parseLoadFlags(args []string, stderr io.Writer) (*loadConfig, error) {
 		return nil, errors.New("-reload-url must be an http or https URL")
 	case c.reloadInterval <= 0 || c.reloadInterval > maxDuration:
 		return nil, fmt.Errorf("-reload-interval must be in (0, %v]", maxDuration)
+	case c.faultEvery < 0 || c.faultEvery > maxRequests:
+		return nil, fmt.Errorf("-fault-every must be in [0, %d]", maxRequests)
+	case c.policyStatus < 200 || c.policyStatus > 599:
+		return nil, errors.New("-policy-status must be an HTTP status in [200, 599]")
+	case c.faultHeader != "" && c.scenario == "l4":
+		return nil, errors.New("-fault-header applies to the HTTP scenarios; use -fault-data with -scenario l4")
+	case c.faultData != "" && c.scenario != "l4":
+		return nil, errors.New("-fault-data applies to -scenario l4; use -fault-header")
+	case c.faultEvery > 0 && c.faultHeader == "" && c.faultData == "":
+		return nil, errors.New("-fault-every needs -fault-header (HTTP) or -fault-data (l4)")
+	case c.faultEvery == 0 && (c.faultHeader != "" || c.faultData != ""):
+		return nil, errors.New("-fault-header and -fault-data need -fault-every")
+	}
+	if c.faultHeader != "" {
+		name, _, ok := strings.Cut(c.faultHeader, ":")
+		if name = strings.TrimSpace(name); !ok || name == "" || strings.ContainsAny(name, " \t") {
+			return nil, fmt.Errorf("-fault-header %q is not 'NAME: VALUE'", c.faultHeader)
+		}
 	}
 	switch c.scenario {
 	case "headers":
@@ -255,15 +303,18 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		sw.fill(&r)
 	}
 	r.ServerCPUS, r.CPUUsPerReq = -1, -1
+	// CPU is shared out over every request the server handled, faults
+	// included.
+	all := r.Requests + r.Faults
 	if c.serverPID > 0 {
 		r.ServerPID = c.serverPID
 		r.ServerCPUS = (cpu1 - cpu0).Seconds()
-		if r.Requests > 0 {
-			r.CPUUsPerReq = float64((cpu1 - cpu0).Microseconds()) / float64(r.Requests)
+		if all > 0 {
+			r.CPUUsPerReq = float64((cpu1 - cpu0).Microseconds()) / float64(all)
 		}
 	}
-	if r.Requests > 0 {
-		r.ClientCPUUsPerReq = float64((self1 - self0).Microseconds()) / float64(r.Requests)
+	if all > 0 {
+		r.ClientCPUUsPerReq = float64((self1 - self0).Microseconds()) / float64(all)
 	}
 	printHuman(stdout, r)
 	line, err := json.Marshal(r)
@@ -285,6 +336,13 @@ type runStats struct {
 	errors    atomic.Int64
 	firstErr  string
 	elapsed   time.Duration
+	// Good requests failed by the policy, and every good failure by kind.
+	goodPolicy atomic.Int64
+	errKinds   kinds
+	// Fault requests (-fault-every).
+	faults, faultPolicy, faultOther atomic.Int64
+	faultLat                        []time.Duration
+	faultKinds                      kinds
 }
 
 func (s *runStats) fail(msg string) {
@@ -293,13 +351,76 @@ func (s *runStats) fail(msg string) {
 	if s.firstErr == "" {
 		s.firstErr = msg
 	}
+	s.errKinds.add(msg)
 	s.mu.Unlock()
+}
+
+// account records the outcome of one measured request.
+func (s *runStats) account(fault bool, o outcome, lat time.Duration) {
+	if !fault {
+		s.requests.Add(1)
+		if o.policy {
+			s.goodPolicy.Add(1)
+		}
+		if o.failure != "" {
+			s.fail(o.failure)
+		}
+		return
+	}
+	s.faults.Add(1)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.faultLat) < maxSamples {
+		s.faultLat = append(s.faultLat, lat)
+	}
+	switch {
+	case o.policy:
+		s.faultPolicy.Add(1)
+	case o.failure == "":
+		s.faultOther.Add(1)
+		s.faultKinds.add("served normally")
+	default:
+		s.faultOther.Add(1)
+		s.faultKinds.add(o.failure)
+	}
+}
+
+// kinds counts failures by message, up to maxKinds distinct messages (cut
+// to maxKindLen bytes); the rest count as "(other)".
+type kinds map[string]int64
+
+const (
+	maxKinds   = 20
+	maxKindLen = 160
+)
+
+func (k *kinds) add(msg string) {
+	if *k == nil {
+		*k = kinds{}
+	}
+	if len(msg) > maxKindLen {
+		msg = strings.ToValidUTF8(msg[:maxKindLen], "") + "…"
+	}
+	if _, ok := (*k)[msg]; !ok && len(*k) >= maxKinds {
+		msg = "(other)"
+	}
+	(*k)[msg]++
+}
+
+// isFault says whether the request with this ticket (1, 2, ... in the order
+// issued) is a fault one: every every-th, none when every is 0.
+func isFault(ticket int64, every int) bool {
+	return every > 0 && ticket%int64(every) == 0
 }
 
 // drive keeps c.concurrency requests (HTTP exchanges or L4 connections) in
 // flight until the deadline or until n requests (n > 0) have been issued.
 func drive(ctx context.Context, c *loadConfig, play player, deadline time.Time, n int, record bool) (*runStats, error) {
 	st := &runStats{}
+	faultEvery := c.faultEvery
+	if !record {
+		faultEvery = 0 // no faults in the warm-up
+	}
 	var tickets atomic.Int64
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -309,20 +430,22 @@ func drive(ctx context.Context, c *loadConfig, play player, deadline time.Time, 
 			defer wg.Done()
 			var local []time.Duration
 			for ctx.Err() == nil && time.Now().Before(deadline) {
-				if n > 0 && tickets.Add(1) > int64(n) {
+				ticket := tickets.Add(1)
+				if n > 0 && ticket > int64(n) {
 					break
 				}
+				fault := isFault(ticket, faultEvery)
 				rctx, cancel := context.WithTimeout(ctx, requestTimeout)
 				t0 := time.Now()
-				failure := play(rctx, w)
+				o := play(rctx, w, fault)
 				lat := time.Since(t0)
 				cancel()
 				if ctx.Err() != nil {
 					break
 				}
-				st.requests.Add(1)
-				if failure != "" {
-					st.fail(failure)
+				st.account(fault, o, lat)
+				if fault {
+					continue
 				}
 				if record && len(local) < maxSamples/c.concurrency {
 					local = append(local, lat)
@@ -343,6 +466,14 @@ func (s *runStats) result(c *loadConfig, bodyBytes int) result {
 		Label: c.label, Scenario: c.scenario, Addr: c.addr, Conns: c.conns, Concurrency: c.concurrency,
 		BodyBytes: bodyBytes, Requests: s.requests.Load(), Errors: s.errors.Load(),
 		DurationS: s.elapsed.Seconds(), FirstError: s.firstErr,
+		GoodPolicyFailures: s.goodPolicy.Load(), ErrorKinds: s.errKinds,
+		Faults: s.faults.Load(), FaultPolicy: s.faultPolicy.Load(), FaultOther: s.faultOther.Load(),
+		FaultOtherKinds: s.faultKinds,
+	}
+	slices.Sort(s.faultLat)
+	r.FaultP50Ms = ms(percentile(s.faultLat, 0.50))
+	if len(s.faultLat) > 0 {
+		r.FaultMaxMs = ms(s.faultLat[len(s.faultLat)-1])
 	}
 	if r.DurationS > 0 {
 		r.RPS = float64(r.Requests) / r.DurationS
@@ -378,6 +509,18 @@ func printHuman(w io.Writer, r result) {
 	if r.FirstError != "" {
 		fmt.Fprintf(w, "  first error: %s\n", r.FirstError)
 	}
+	if r.Faults > 0 || r.GoodPolicyFailures > 0 {
+		fmt.Fprintf(w, "  of the errors, failure policy (bystanders on a failed instance) %d, other %d\n",
+			r.GoodPolicyFailures, r.Errors-r.GoodPolicyFailures)
+	}
+	if len(r.ErrorKinds) > 1 || (r.Faults > 0 && len(r.ErrorKinds) > 0) {
+		printKinds(w, "errors", r.ErrorKinds)
+	}
+	if r.Faults > 0 {
+		fmt.Fprintf(w, "  fault requests %d: failure policy %d, other %d; latency p50 %.3fms  max %.3fms\n",
+			r.Faults, r.FaultPolicy, r.FaultOther, r.FaultP50Ms, r.FaultMaxMs)
+		printKinds(w, "fault requests not answered with the policy", r.FaultOtherKinds)
+	}
 	fmt.Fprintf(w, "  latency p50 %.3fms  p99 %.3fms  max %.3fms\n", r.P50Ms, r.P99Ms, r.MaxMs)
 	if r.CPUUsPerReq >= 0 {
 		fmt.Fprintf(w, "  server cpu %.3fs: %.1f µs/request (pid %d)\n", r.ServerCPUS, r.CPUUsPerReq, r.ServerPID)
@@ -388,6 +531,27 @@ func printHuman(w io.Writer, r result) {
 		if r.FirstSwapError != "" {
 			fmt.Fprintf(w, "  first reload error: %s\n", r.FirstSwapError)
 		}
+	}
+}
+
+// printKinds lists failure counts by message, most frequent first.
+func printKinds(w io.Writer, what string, k map[string]int64) {
+	if len(k) == 0 {
+		return
+	}
+	msgs := make([]string, 0, len(k))
+	for m := range k {
+		msgs = append(msgs, m)
+	}
+	slices.SortFunc(msgs, func(a, b string) int {
+		if k[a] != k[b] {
+			return int(k[b] - k[a])
+		}
+		return strings.Compare(a, b)
+	})
+	fmt.Fprintf(w, "  %s by kind:\n", what)
+	for _, m := range msgs {
+		fmt.Fprintf(w, "    %7d  %s\n", k[m], m)
 	}
 }
 

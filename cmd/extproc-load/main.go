@@ -7,6 +7,7 @@
 //	extproc-load -addr HOST:PORT [flags]            run load, print a report
 //	extproc-load report [-baseline LABEL] FILE...   summarise JSON result lines
 //	extproc-load wait -addr HOST:PORT [-timeout D]  wait until a gRPC dial succeeds
+//	extproc-load watch -url URL [-interval D]       poll wasm-callout's /plugin, report instance recovery
 //
 // Every request is one HTTP exchange played through the Envoy emulator of
 // server/envoytest (one Process stream per request, as Envoy opens them), so
@@ -28,6 +29,17 @@
 // and after the run and reported per request. With -reload-url the plugin
 // is hot-swapped (POST, e.g. wasm-callout's /reload) every -reload-interval
 // during the run, and the time from each request to the switch is reported.
+//
+// Fault injection: with -fault-every N every Nth request (or connection)
+// issued in the measured run carries -fault-header (HTTP) or -fault-data
+// (l4, as its first frame) and is counted apart: faults, fault_policy
+// (answered with the server's failure policy: an ImmediateResponse of
+// -policy-status, or a CLOSE for l4), fault_other, and their latency. Good
+// requests answered with the policy (bystanders on the failed instance)
+// are counted in good_policy_failures as well as in errors; error_kinds
+// counts good failures by message. "watch" polls wasm-callout's GET
+// /plugin meanwhile and reports how long the pool took to be fully healthy
+// again after each fault (scripts/faults.sh runs both).
 //
 // The run prints a human-readable report followed by one JSON line (the last
 // line of standard output); "report" reads such lines (other lines are
@@ -64,6 +76,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return runReport(args[1:], stdout, stderr)
 		case "wait":
 			return runWait(ctx, args[1:], stdout, stderr)
+		case "watch":
+			return runWatch(ctx, args[1:], stdout, stderr)
 		}
 	}
 	return runLoad(ctx, args, stdout, stderr)

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 
 	"google.golang.org/grpc"
 
@@ -11,8 +13,20 @@ import (
 )
 
 // player plays one request of the scenario on worker w (an HTTP exchange,
-// or an L4 connection) and returns why it failed, or "".
-type player func(ctx context.Context, w int) (failure string)
+// or an L4 connection), the fault request (-fault-header, -fault-data) if
+// fault is true, and says how it ended.
+type player func(ctx context.Context, w int, fault bool) outcome
+
+// outcome is how one request ended.
+type outcome struct {
+	// failure says why the request failed, or is "".
+	failure string
+	// policy is true when the failure is the server's failure policy: an
+	// ImmediateResponse of -policy-status (HTTP), or a CLOSE the server
+	// asked for (L4). A fault request should end so; a good one does when
+	// it was a bystander on the instance that failed.
+	policy bool
+}
 
 // player returns the scenario's player over conns (worker w uses
 // conns[w%len(conns)]) and the payload bytes of one request.
@@ -21,6 +35,13 @@ func (c *loadConfig) player(conns []*grpc.ClientConn) (player, int, error) {
 		return c.l4Player(conns)
 	}
 	cfg, req, bodyBytes := c.scenarioRequest()
+	faultReq := req
+	if c.faultHeader != "" {
+		name, value, _ := strings.Cut(c.faultHeader, ":")
+		faultReq = &envoytest.Request{Headers: append(slices.Clone(req.Headers),
+			envoytest.Header{Key: strings.ToLower(strings.TrimSpace(name)), Value: strings.TrimSpace(value)}),
+			Body: req.Body, Response: req.Response}
+	}
 	emus := make([]*envoytest.Emulator, len(conns))
 	for i, conn := range conns {
 		var err error
@@ -28,17 +49,23 @@ func (c *loadConfig) player(conns []*grpc.ClientConn) (player, int, error) {
 			return nil, 0, err
 		}
 	}
-	return func(ctx context.Context, w int) string {
-		res, err := emus[w%len(emus)].Do(ctx, req)
+	return func(ctx context.Context, w int, fault bool) outcome {
+		r := req
+		if fault {
+			r = faultReq
+		}
+		res, err := emus[w%len(emus)].Do(ctx, r)
 		switch {
 		case err != nil:
-			return err.Error()
+			return outcome{failure: err.Error()}
 		case res.LocalReply != nil:
-			return fmt.Sprintf("local reply %d %s", res.LocalReply.Status, res.LocalReply.Details)
+			lr := res.LocalReply
+			return outcome{failure: fmt.Sprintf("local reply %d %s", lr.Status, lr.Details),
+				policy: lr.Immediate && lr.Status == c.policyStatus}
 		case c.expectHeader != "" && !res.Response.Headers.Has(c.expectHeader):
-			return "response without " + c.expectHeader
+			return outcome{failure: "response without " + c.expectHeader}
 		}
-		return ""
+		return outcome{}
 	}, bodyBytes, nil
 }
 
@@ -71,20 +98,34 @@ func (c *loadConfig) l4Player(conns []*grpc.ClientConn) (player, int, error) {
 	read, up := frames('r')
 	write, down := frames('w')
 	conn := &envoytest.Connection{Read: read, Write: write}
-	return func(ctx context.Context, w int) string {
-		res, err := emus[w%len(emus)].Do(ctx, conn)
+	faultConn := conn
+	if c.faultData != "" {
+		// The first frame carries the fault instead of its data.
+		fr := slices.Clone(read)
+		fr[0].Data = []byte(c.faultData)
+		faultConn = &envoytest.Connection{Read: fr, Write: write}
+	}
+	return func(ctx context.Context, w int, fault bool) outcome {
+		cn := conn
+		if fault {
+			cn = faultConn
+		}
+		res, err := emus[w%len(emus)].Do(ctx, cn)
 		switch {
 		case err != nil:
-			return err.Error()
+			return outcome{failure: err.Error()}
 		case res.Close != envoytest.ClosedNormally:
-			return fmt.Sprintf("connection closed by Envoy: %v %s", res.Close, res.CloseReason)
+			// The failure policy (fail-closed) is a CLOSE from the server;
+			// Envoy's own closes (gRPC error, message timeout) are not.
+			return outcome{failure: fmt.Sprintf("connection closed by Envoy: %v %s", res.Close, res.CloseReason),
+				policy: res.Close == envoytest.ClosedFlushWrite && res.CloseReason == "ext_proc_close_requested"}
 		case len(res.Violations) > 0:
-			return "protocol violation: " + res.Violations[0]
+			return outcome{failure: "protocol violation: " + res.Violations[0]}
 		case !bytes.Equal(res.Upstream, up) || !res.UpstreamEOS:
-			return fmt.Sprintf("upstream received %d bytes (end %v), want %d", len(res.Upstream), res.UpstreamEOS, len(up))
+			return outcome{failure: fmt.Sprintf("upstream received %d bytes (end %v), want %d", len(res.Upstream), res.UpstreamEOS, len(up))}
 		case !bytes.Equal(res.Downstream, down) || !res.DownstreamEOS:
-			return fmt.Sprintf("client received %d bytes (end %v), want %d", len(res.Downstream), res.DownstreamEOS, len(down))
+			return outcome{failure: fmt.Sprintf("client received %d bytes (end %v), want %d", len(res.Downstream), res.DownstreamEOS, len(down))}
 		}
-		return ""
+		return outcome{}
 	}, len(up) + len(down), nil
 }
