@@ -16,6 +16,9 @@ import (
 type HeaderMap struct {
 	pairs []abi.Pair
 	dirty []string // changed keys, in first-change order
+	// few holds the first changed keys, so that a plugin changing a
+	// header or two allocates nothing for the record.
+	few [2]string
 }
 
 // HeaderChange is the final state of one key the plugin changed: no Values
@@ -41,6 +44,34 @@ func (h *HeaderMap) Get(key string) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// getBytes is Get for a key given as bytes, compared as lower case
+// without converting it.
+func (h *HeaderMap) getBytes(key []byte) (string, bool) {
+	for _, p := range h.pairs {
+		if equalLower(p.Key, key) {
+			return p.Value, true
+		}
+	}
+	return "", false
+}
+
+// equalLower reports whether lower is key lower-cased (ASCII).
+func equalLower(lower string, key []byte) bool {
+	if len(lower) != len(key) {
+		return false
+	}
+	for i := 0; i < len(key); i++ {
+		c := key[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if lower[i] != c {
+			return false
+		}
+	}
+	return true
 }
 
 // Values returns every value of key, in order.
@@ -141,6 +172,9 @@ func (h *HeaderMap) markDirty(key string) {
 			return
 		}
 	}
+	if h.dirty == nil {
+		h.dirty = h.few[:0]
+	}
 	h.dirty = append(h.dirty, key)
 }
 
@@ -213,7 +247,7 @@ func getHeaderMapValue(ctx context.Context, _ api.Module, stack []uint64) {
 		ret(stack, abi.StatusBadArgument)
 		return
 	}
-	key, ok := in.readString(u32(stack, 1), u32(stack, 2))
+	key, ok := in.read(u32(stack, 1), u32(stack, 2))
 	if !ok {
 		ret(stack, abi.StatusInvalidMemoryAccess)
 		return
@@ -232,12 +266,14 @@ func getHeaderMapValue(ctx context.Context, _ api.Module, stack []uint64) {
 		}
 		return
 	}
-	v, found := m.Get(key)
+	// The key is looked up as bytes, still in guest memory: the
+	// allocation below may move that memory, so key is not used after it.
+	v, found := m.getBytes(key)
 	if !found && !v010 {
 		ret(stack, abi.StatusNotFound)
 		return
 	}
-	ret(stack, in.copyOut([]byte(v), retPtr, retLen))
+	ret(stack, in.copyOutString(v, retPtr, retLen))
 }
 
 // mutableMap reads the key (and value) arguments and returns the map to
@@ -247,15 +283,21 @@ func (in *instance) mutableMap(stack []uint64, withValue bool) (m *HeaderMap, ke
 	if !mt.Valid() {
 		return nil, "", "", abi.StatusBadArgument
 	}
-	key, ok := in.readString(u32(stack, 1), u32(stack, 2))
+	kb, ok := in.read(u32(stack, 1), u32(stack, 2))
 	if !ok {
 		return nil, "", "", abi.StatusInvalidMemoryAccess
 	}
+	var vb []byte
 	if withValue {
-		if value, ok = in.readString(u32(stack, 3), u32(stack, 4)); !ok {
+		if vb, ok = in.read(u32(stack, 3), u32(stack, 4)); !ok {
 			return nil, "", "", abi.StatusInvalidMemoryAccess
 		}
 	}
+	// One string holds both: the map keeps them, and one allocation
+	// serves two.
+	in.scratch = append(append(in.scratch[:0], kb...), vb...)
+	kv := string(in.scratch)
+	key, value = kv[:len(kb)], kv[len(kb):]
 	if m = in.headerMap(mt); m == nil || mt > abi.MapHTTPResponseTrailers {
 		return nil, "", "", abi.StatusBadArgument // absent, or a call's read-only map
 	}

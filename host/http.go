@@ -32,7 +32,8 @@ type HTTPStream struct {
 	stream
 
 	// Guarded by in.mu.
-	maps   [4]*HeaderMap // by abi.MapType 0..3
+	maps   [4]*HeaderMap // by abi.MapType 0..3; nil until the map arrives
+	store  [4]HeaderMap  // what maps point at, kept in the stream
 	bodies [2]body       // by abi.StreamHTTPRequest / StreamHTTPResponse
 }
 
@@ -146,7 +147,8 @@ func (s *HTTPStream) mapCall(m abi.MapType, ph phase, fn api.Function, pairs []a
 	in := s.in
 	in.lock()
 	defer in.mu.Unlock()
-	s.maps[m] = newHeaderMap(pairs)
+	s.store[m] = HeaderMap{pairs: pairs[:len(pairs):len(pairs)]}
+	s.maps[m] = &s.store[m]
 	if r, done := s.precheck(); done {
 		return r
 	}

@@ -99,6 +99,8 @@ type instance struct {
 	status                    callStatus    // proxy_get_status
 	stack                     [8]uint64
 	allocStack                [1]uint64
+	shapes                    map[api.Function]callShape // by export, filled by call
+	scratch                   []byte                     // reused by host functions
 	stdout, stderr            *logWriter
 
 	tasks    chan func()
@@ -116,6 +118,7 @@ func newInstance(ctx context.Context, p *Plugin, slot int) (*instance, error) {
 		slot:     slot,
 		arity:    p.info.HeaderArity,
 		contexts: map[uint32]*pluginContext{},
+		shapes:   map[api.Function]callShape{},
 		tasks:    make(chan func(), 64),
 		tick:     make(chan time.Duration, 1),
 		closed:   make(chan struct{}),
@@ -258,8 +261,14 @@ func (in *instance) call(fn api.Function, params ...uint64) (uint64, error) {
 	if in.failed != nil {
 		return 0, in.failed
 	}
-	def := fn.Definition()
-	n := max(len(def.ParamTypes()), len(def.ResultTypes()))
+	shape, ok := in.shapes[fn]
+	if !ok {
+		// wazero builds a definition's type lists on every request.
+		def := fn.Definition()
+		shape = callShape{stack: max(len(def.ParamTypes()), len(def.ResultTypes())), results: len(def.ResultTypes())}
+		in.shapes[fn] = shape
+	}
+	n := shape.stack
 	var stack []uint64
 	if n <= len(in.stack) && in.depth == 0 {
 		stack = in.stack[:n]
@@ -271,6 +280,7 @@ func (in *instance) call(fn api.Function, params ...uint64) (uint64, error) {
 		in.callStart.Store(time.Now().UnixNano())
 	}
 	in.depth++
+	in.plugin.pool.guestCalls.Add(1)
 	err := fn.CallWithStack(in.ctx, stack)
 	in.depth--
 	if in.depth == 0 {
@@ -285,11 +295,14 @@ func (in *instance) call(fn api.Function, params ...uint64) (uint64, error) {
 		in.fail(err)
 		return 0, in.failed
 	}
-	if len(def.ResultTypes()) == 0 {
+	if shape.results == 0 {
 		return 0, nil
 	}
 	return stack[0], nil
 }
+
+// callShape is what call needs of an exported function's signature.
+type callShape struct{ stack, results int }
 
 // alloc asks the plugin for size bytes, re-entering the guest from inside a
 // host function. It returns 0 if the allocator failed or returned an address
@@ -306,6 +319,7 @@ func (in *instance) alloc(size uint32) uint32 {
 		stack = []uint64{uint64(size)}
 	}
 	in.depth++
+	in.plugin.pool.guestCalls.Add(1)
 	err := in.fns.alloc.CallWithStack(in.ctx, stack)
 	in.depth--
 	if err != nil {

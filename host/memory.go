@@ -41,27 +41,48 @@ func (in *instance) writable(ptr, size uint32) bool {
 // to retPtr and retLen. Empty data writes 0 and 0 without allocating. The
 // plugin owns (and frees) the copy.
 func (in *instance) copyOut(data []byte, retPtr, retLen uint32) abi.Status {
-	if !in.writable(retPtr, 4) || !in.writable(retLen, 4) {
+	ptr, st := in.reserveOut(len(data), retPtr, retLen)
+	if ptr != 0 && !in.mem.Write(ptr, data) {
 		return abi.StatusInvalidMemoryAccess
 	}
-	if len(data) == 0 {
+	return st
+}
+
+// copyOutString is copyOut for a string, which it copies without
+// converting.
+func (in *instance) copyOutString(data string, retPtr, retLen uint32) abi.Status {
+	ptr, st := in.reserveOut(len(data), retPtr, retLen)
+	if ptr != 0 && !in.mem.WriteString(ptr, data) {
+		return abi.StatusInvalidMemoryAccess
+	}
+	return st
+}
+
+// reserveOut allocates n bytes in the plugin for copyOut and writes their
+// address and length to retPtr and retLen. It returns the address, or 0
+// with the status to return (OK for n == 0, which writes 0 and 0).
+func (in *instance) reserveOut(n int, retPtr, retLen uint32) (uint32, abi.Status) {
+	if !in.writable(retPtr, 4) || !in.writable(retLen, 4) {
+		return 0, abi.StatusInvalidMemoryAccess
+	}
+	if n == 0 {
 		in.writeU32(retPtr, 0)
 		in.writeU32(retLen, 0)
-		return abi.StatusOK
+		return 0, abi.StatusOK
 	}
-	if uint64(len(data)) > uint64(^uint32(0)) {
-		return abi.StatusBadArgument
+	if uint64(n) > uint64(^uint32(0)) {
+		return 0, abi.StatusBadArgument
 	}
-	ptr := in.alloc(uint32(len(data)))
+	ptr := in.alloc(uint32(n))
 	if ptr == 0 {
-		return abi.StatusInvalidMemoryAccess
+		return 0, abi.StatusInvalidMemoryAccess
 	}
 	// Memory may have grown during the allocation; wazero's Memory
 	// re-reads its buffer on every call, so these writes see the new one.
-	if !in.mem.Write(ptr, data) || !in.writeU32(retPtr, ptr) || !in.writeU32(retLen, uint32(len(data))) {
-		return abi.StatusInvalidMemoryAccess
+	if !in.writeU32(retPtr, ptr) || !in.writeU32(retLen, uint32(n)) {
+		return 0, abi.StatusInvalidMemoryAccess
 	}
-	return abi.StatusOK
+	return ptr, abi.StatusOK
 }
 
 // u32 reads the i-th stack slot as a u32 parameter.

@@ -111,6 +111,9 @@ type Stats struct {
 	// deadlines off, has run longer than StallGrace. A stalled instance
 	// will not make progress again: liveness checks report it.
 	Stalled int
+	// GuestCalls counts entries into the plugin's code so far: callbacks,
+	// and the allocations the host makes re-entering the guest.
+	GuestCalls int64
 }
 
 // StallGrace is how long past its deadline (or, with deadlines off, in
@@ -163,6 +166,7 @@ type pool struct {
 
 	failures, replaced atomic.Int64
 	streams            atomic.Int64
+	guestCalls         atomic.Int64
 }
 
 func newPool(p *Plugin) *pool {
@@ -333,7 +337,8 @@ func (pl *pool) stalled(in *instance, now int64) bool {
 }
 
 func (pl *pool) stats() Stats {
-	s := Stats{Instances: len(pl.slots), LiveStreams: pl.streams.Load(), Failures: pl.failures.Load(), Replaced: pl.replaced.Load()}
+	s := Stats{Instances: len(pl.slots), LiveStreams: pl.streams.Load(), Failures: pl.failures.Load(), Replaced: pl.replaced.Load(),
+		GuestCalls: pl.guestCalls.Load()}
 	now := time.Now().UnixNano()
 	for i := range pl.slots {
 		in := pl.slots[i].Load()

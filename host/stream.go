@@ -15,6 +15,7 @@ import (
 type stream struct {
 	in    *instance
 	id    uint32
+	ctx   pluginContext // the instance's entry for this stream (in.contexts)
 	props PropertySource
 	http  *HTTPStream
 	tcp   *TCPStream
@@ -57,7 +58,8 @@ func (s *stream) invoke(ph phase, fn api.Function, params ...uint64) (uint64, er
 func (s *stream) open(in *instance, props PropertySource) {
 	s.in, s.props, s.notify = in, props, make(chan struct{}, 1)
 	s.id = in.nextContextID()
-	in.contexts[s.id] = &pluginContext{id: s.id, stream: s}
+	s.ctx = pluginContext{id: s.id, stream: s}
+	in.contexts[s.id] = &s.ctx
 	in.live.Add(1)
 	in.plugin.pool.streams.Add(1)
 	in.frame = s

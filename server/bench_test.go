@@ -20,11 +20,18 @@ func hdrs(kv ...string) *corev3.HeaderMap {
 }
 
 // BenchmarkProcessHeaders is one headers-only ext_proc stream (request and
-// response headers) through plugins/basic over loopback gRPC, eight at a
-// time. The client runs in the same process, so compare runs of this
+// response headers) over loopback gRPC, eight at a time, through
+// plugins/basic and through the zero-work plugin (host/testdata/zero.wat),
+// which leaves the host's and the server's own cost. The client runs in the same process, so compare runs of this
 // benchmark with each other, and use make bench for the server alone.
 func BenchmarkProcessHeaders(b *testing.B) {
-	p := plugin(b, "basic", host.FailClosed, "")
+	for _, name := range []string{"basic", "zero"} {
+		b.Run(name, func(b *testing.B) { benchProcessHeaders(b, name) })
+	}
+}
+
+func benchProcessHeaders(b *testing.B, name string) {
+	p := plugin(b, name, host.FailClosed, "")
 	h := start(b, Options{Plugin: p})
 	c := extprocv3.NewExternalProcessorClient(h.conn)
 	req := &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{

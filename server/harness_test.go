@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -63,8 +64,8 @@ func testLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
-// plugin returns the shared plugin: "edge" is testdata/edge.wasm, any other
-// name a Go plugin from plugins/. The fail status is 500, the server's
+// plugin returns the shared plugin: "edge" is testdata/edge.wasm, "zero"
+// host/testdata/zero.wasm, any other name a Go plugin from plugins/. The fail status is 500, the server's
 // flag default.
 func plugin(t testing.TB, name string, policy host.FailurePolicy, config string) *host.Plugin {
 	t.Helper()
@@ -74,8 +75,13 @@ func plugin(t testing.TB, name string, policy host.FailurePolicy, config string)
 	if p := plugins[k]; p != nil {
 		return p
 	}
-	path := filepath.Join("testdata", "edge.wasm")
-	if name != "edge" {
+	var path string
+	switch name {
+	case "edge":
+		path = filepath.Join("testdata", "edge.wasm")
+	case "zero": // the host's own cost: one header add, two guest entries
+		path = filepath.Join("..", "host", "testdata", "zero.wasm")
+	default:
 		path = testplugins.Path(t, name)
 	}
 	wasm, err := os.ReadFile(path)
@@ -160,17 +166,27 @@ func mustRead(t testing.TB, path string) []byte {
 	return b
 }
 
-// TestEdgeFixtureInSync checks that testdata/edge.wasm is what wat2wasm
-// makes of testdata/edge.wat (rebuild: wat2wasm edge.wat -o edge.wasm).
-func TestEdgeFixtureInSync(t *testing.T) {
+// TestFixturesInSync checks that every testdata/NAME.wasm with a .wat
+// source is what wat2wasm makes of it (rebuild: wat2wasm testdata/NAME.wat
+// -o testdata/NAME.wasm).
+func TestFixturesInSync(t *testing.T) {
 	if _, err := exec.LookPath("wat2wasm"); err != nil {
 		t.Skip("wat2wasm not installed")
 	}
-	out := filepath.Join(t.TempDir(), "edge.wasm")
-	if b, err := exec.Command("wat2wasm", filepath.Join("testdata", "edge.wat"), "-o", out).CombinedOutput(); err != nil {
-		t.Fatalf("wat2wasm: %v\n%s", err, b)
+	sources, err := filepath.Glob(filepath.Join("testdata", "*.wat"))
+	if err != nil || len(sources) == 0 {
+		t.Fatalf("no .wat fixtures: %v", err)
 	}
-	if !bytes.Equal(mustRead(t, out), mustRead(t, filepath.Join("testdata", "edge.wasm"))) {
-		t.Error("testdata/edge.wasm is stale: run wat2wasm testdata/edge.wat -o testdata/edge.wasm")
+	for _, src := range sources {
+		wasm := strings.TrimSuffix(src, ".wat") + ".wasm"
+		t.Run(filepath.Base(src), func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "out.wasm")
+			if b, err := exec.Command("wat2wasm", src, "-o", out).CombinedOutput(); err != nil {
+				t.Fatalf("wat2wasm: %v\n%s", err, b)
+			}
+			if !bytes.Equal(mustRead(t, out), mustRead(t, wasm)) {
+				t.Errorf("%s is stale: run wat2wasm %s -o %s", wasm, src, wasm)
+			}
+		})
 	}
 }

@@ -1,9 +1,7 @@
 package server
 
 import (
-	"bytes"
 	"context"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -451,20 +449,5 @@ func TestNetworkHealth(t *testing.T) {
 	resp, err := healthpb.NewHealthClient(h.conn).Check(context.Background(), &healthpb.HealthCheckRequest{Service: NetworkServiceName})
 	if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
 		t.Fatalf("health of %s: %v %v", NetworkServiceName, resp, err)
-	}
-}
-
-// TestTCPEdgeFixtureInSync checks that testdata/tcpedge.wasm is what
-// wat2wasm makes of testdata/tcpedge.wat.
-func TestTCPEdgeFixtureInSync(t *testing.T) {
-	if _, err := exec.LookPath("wat2wasm"); err != nil {
-		t.Skip("wat2wasm not installed")
-	}
-	out := filepath.Join(t.TempDir(), "tcpedge.wasm")
-	if b, err := exec.Command("wat2wasm", filepath.Join("testdata", "tcpedge.wat"), "-o", out).CombinedOutput(); err != nil {
-		t.Fatalf("wat2wasm: %v\n%s", err, b)
-	}
-	if !bytes.Equal(mustRead(t, out), mustRead(t, filepath.Join("testdata", "tcpedge.wasm"))) {
-		t.Error("testdata/tcpedge.wasm is stale: run wat2wasm testdata/tcpedge.wat -o testdata/tcpedge.wasm")
 	}
 }
