@@ -211,6 +211,8 @@ func TestRunFlagErrors(t *testing.T) {
 		{[]string{"--plugin", edgePlugin, "--watch", "-1s"}, "--watch"},
 		{[]string{"--plugin", edgePlugin, "--drain-timeout", "0"}, "--drain-timeout"},
 		{[]string{"--no-such-flag"}, "no-such-flag"},
+		{[]string{"--plugin", edgePlugin, "--max-stream-buffer", "lots"}, "want a byte count"},
+		{[]string{"--plugin", edgePlugin, "--max-buffer-total", "1Ti"}, "want a byte count"},
 	}
 	for _, tt := range tests {
 		err := run(context.Background(), tt.args, io.Discard, io.Discard)
@@ -394,5 +396,34 @@ func TestDefaultCompilationCache(t *testing.T) {
 		"--health-addr", "", "--log-level", "error", "--instances", "1")
 	if err := stop(); err != nil {
 		t.Fatalf("an unwritable default cache stopped the server: %v", err)
+	}
+}
+
+// The limit flags reach the server, sizes with binary suffixes.
+func TestLimitFlags(t *testing.T) {
+	fs, c := serveFlags(io.Discard)
+	err := fs.Parse([]string{"--max-streams", "7", "--max-streams-per-connection", "3", "--max-stream-buffer", "16Mi",
+		"--max-buffer-total", "2Gi", "--max-queued-messages", "9", "--stream-idle-timeout", "3s", "--shed-queue-delay", "0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := server.Limits{MaxStreams: 7, MaxStreamsPerConnection: 3, MaxStreamBuffer: 16 << 20, MaxBufferTotal: 2 << 30,
+		MaxQueuedMessages: 9, IdleTimeout: 3 * time.Second}
+	if c.limits != want {
+		t.Errorf("limits %+v, want %+v", c.limits, want)
+	}
+	c.plugin = edgePlugin
+	hc, err := c.hostConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hc.ShedQueueDelay >= 0 {
+		t.Errorf("--shed-queue-delay 0 gave host ShedQueueDelay %v, want negative (never shed)", hc.ShedQueueDelay)
+	}
+	for in, want := range map[string]int64{"0": 0, "512": 512, "4Ki": 4 << 10, "-1": -1} {
+		var v int64
+		if err := (byteSize{&v}).Set(in); err != nil || v != want {
+			t.Errorf("byte size %q = %d, %v; want %d", in, v, err, want)
+		}
 	}
 }
