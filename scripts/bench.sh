@@ -91,20 +91,7 @@ mkdir -p "$BIN"
 
 log() { printf 'bench: %s\n' "$*" >&2; }
 
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-PIDS=()
-cleanup() {
-	local pid
-	for pid in "${PIDS[@]}"; do
-		kill "$pid" 2>/dev/null || true
-	done
-	for pid in "${PIDS[@]}"; do
-		wait "$pid" 2>/dev/null || true
-	done
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+. scripts/lib.sh
 
 log "building binaries into $BIN"
 "$GO" build -o "$BIN/" ./cmd/extproc-load ./cmd/extproc-baseline
@@ -123,15 +110,6 @@ PIDS+=("$BASELINE_PID")
 	log "baseline did not become ready; see $OUT/baseline.log"; exit 1; }
 log "baseline ready (pid $BASELINE_PID)"
 
-wait_ready() { # health-port pid
-	local _
-	for _ in $(seq 1 300); do
-		curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$1/readyz" 2>/dev/null && return 0
-		kill -0 "$2" 2>/dev/null || return 1
-		sleep 0.1
-	done
-	return 1
-}
 
 # start_wasm NAME PLUGIN PORT HEALTH_PORT [flags...] starts a wasm-callout
 # server and sets STARTED_PID, or leaves it empty and sets START_WHY. The

@@ -82,7 +82,7 @@ mkdir -p "$BIN"
 RESULTS=$OUT/results.jsonl
 : >"$RESULTS"
 
-PIDS=()
+. scripts/lib.sh
 forget() { # pid: reaped, not to be killed again
 	local keep=() p
 	for p in "${PIDS[@]}"; do
@@ -90,20 +90,8 @@ forget() { # pid: reaped, not to be killed again
 	done
 	PIDS=(${keep[@]+"${keep[@]}"})
 }
-cleanup() {
-	local pid
-	for pid in "${PIDS[@]}"; do
-		kill "$pid" 2>/dev/null || true
-	done
-	for pid in "${PIDS[@]}"; do
-		wait "$pid" 2>/dev/null || true
-	done
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
 table() { if command -v column >/dev/null; then column -t -s $'\t'; else cat; fi; }
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 for p in "$PORT" "$HEALTH_PORT"; do
 	port_free "$p" || die "port $p on 127.0.0.1 is in use (set PORT, HEALTH_PORT)"
 done
@@ -116,18 +104,13 @@ PLUGIN=host/testdata/faults.wasm
 
 SERVER_PID=
 start_server() { # log-file extra-flags...
-	local logf=$1 _
+	local logf=$1
 	shift
 	"$BIN/wasm-callout" --plugin "$PLUGIN" --addr "127.0.0.1:$PORT" --health-addr "127.0.0.1:$HEALTH_PORT" \
 		--tls-addr "" --log-level error "$@" ${WASM_EXTRA[@]+"${WASM_EXTRA[@]}"} >"$logf" 2>&1 &
 	SERVER_PID=$!
 	PIDS+=("$SERVER_PID")
-	for _ in $(seq 1 100); do
-		curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$HEALTH_PORT/readyz" 2>/dev/null && return 0
-		kill -0 "$SERVER_PID" 2>/dev/null || break
-		sleep 0.1
-	done
-	die "wasm-callout did not become ready (see $logf)"
+	wait_ready "$HEALTH_PORT" "$SERVER_PID" || die "wasm-callout did not become ready (see $logf)"
 }
 stop_server() {
 	kill "$SERVER_PID" 2>/dev/null || true
