@@ -1,10 +1,6 @@
 package host
 
-import (
-	"sync/atomic"
-
-	"github.com/tetratelabs/wazero/experimental"
-)
+import "sync/atomic"
 
 // Guest linear memory. wazero keeps a guest's memory on the Go heap by
 // default and grows it by appending: every memory.grow past the capacity
@@ -28,26 +24,3 @@ var mappedBytes atomic.Int64
 // plugin leaves none: tests use it to check that failed instances give
 // their memory back.
 func MappedMemory() int64 { return mappedBytes.Load() }
-
-// heapMemory is a LinearMemory on the Go heap, used where no mapping can
-// be made. It grows as wazero's own default does.
-type heapMemory struct {
-	buf []byte
-	max uint64
-}
-
-func (m *heapMemory) Reallocate(size uint64) []byte {
-	if size > m.max {
-		return nil
-	}
-	if size <= uint64(cap(m.buf)) {
-		m.buf = m.buf[:size]
-		return m.buf
-	}
-	m.buf = append(m.buf[:cap(m.buf)], make([]byte, size-uint64(cap(m.buf)))...)
-	return m.buf
-}
-
-func (m *heapMemory) Free() { m.buf = nil }
-
-var _ experimental.LinearMemory = (*heapMemory)(nil)

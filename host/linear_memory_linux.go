@@ -45,3 +45,24 @@ func (m *mappedMemory) Free() {
 	}
 	m.buf = nil
 }
+
+// heapMemory is a LinearMemory on the Go heap, used where no mapping can
+// be made. It grows as wazero's own default does.
+type heapMemory struct {
+	buf []byte
+	max uint64
+}
+
+func (m *heapMemory) Reallocate(size uint64) []byte {
+	if size > m.max {
+		return nil
+	}
+	if size <= uint64(cap(m.buf)) {
+		m.buf = m.buf[:size]
+		return m.buf
+	}
+	m.buf = append(m.buf[:cap(m.buf)], make([]byte, size-uint64(cap(m.buf)))...)
+	return m.buf
+}
+
+func (m *heapMemory) Free() { m.buf = nil }
