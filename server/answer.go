@@ -94,7 +94,8 @@ func (st *stream) answerHeaders(d *direction) error {
 // override are literal, so both are set; header and trailer modes stay
 // DEFAULT (unchanged).
 func (st *stream) modeOverride() *filterv3.ProcessingMode {
-	if st.overrideSent || st.srv.opts.DisableModeOverride || !st.protocolConfig || st.observability || st.sendWithoutWaiting {
+	if st.overrideSent || st.srv.opts.DisableModeOverride || !st.protocolConfig || st.observability || st.sendWithoutWaiting ||
+		st.mutations.client == ClientGRPC { // gRFC A93 clients take no mode_override
 		return nil
 	}
 	req, resp := st.dirs[abi.StreamHTTPRequest], st.dirs[abi.StreamHTTPResponse]
@@ -156,7 +157,7 @@ func (st *stream) immediate(lr *host.LocalResponse) error {
 		st.log.Debug("local response in observability mode: not sent", "status", lr.Status)
 		return nil
 	}
-	ir, dropped := immediateResponse(lr, st.srv.opts.MutationRules)
+	ir, dropped := immediateResponse(lr, st.mutations)
 	st.dropped(dropped, "local response")
 	st.srv.stats.immediate.Add(1)
 	return st.send(&extprocv3.ProcessingResponse{
@@ -224,7 +225,7 @@ func (st *stream) takeMutation(mt abi.MapType, kind mapKind, skipContentLength b
 	if len(changes) == 0 {
 		return nil
 	}
-	m, dropped := headerMutation(changes, kind, st.srv.opts.MutationRules, skipContentLength)
+	m, dropped := headerMutation(changes, kind, st.mutations, skipContentLength)
 	st.dropped(dropped, mt.String())
 	return m
 }

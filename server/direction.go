@@ -105,6 +105,10 @@ func (d *direction) bodyMode() bodyMode {
 // configure reads what the first message says about the stream.
 func (st *stream) configure(m *extprocv3.ProcessingRequest) error {
 	st.observability = m.GetObservabilityMode()
+	st.mutations = mutationPolicy{rules: st.srv.opts.MutationRules, client: st.srv.opts.Client}
+	if st.mutations.client == ClientAuto {
+		st.mutations.client = clientOf(m)
+	}
 	pc := m.GetProtocolConfig()
 	if pc == nil {
 		// Envoy before 1.35 (and observability mode) does not say: assume

@@ -122,7 +122,7 @@ func (r MutationRules) check(kind mapKind, op headerOp, key, value string) strin
 // returned in dropped. skipContentLength leaves out content-length sets
 // (Envoy ignores them in the body modes where it removes content-length).
 // It returns nil when nothing is left to send.
-func headerMutation(changes []host.HeaderChange, kind mapKind, rules MutationRules, skipContentLength bool) (m *extprocv3.HeaderMutation, dropped []droppedHeader) {
+func headerMutation(changes []host.HeaderChange, kind mapKind, rules mutationPolicy, skipContentLength bool) (m *extprocv3.HeaderMutation, dropped []droppedHeader) {
 	for _, ch := range changes {
 		key := lowerASCII(ch.Key)
 		if len(ch.Values) == 0 {
@@ -155,16 +155,18 @@ func headerMutation(changes []host.HeaderChange, kind mapKind, rules MutationRul
 			if m == nil {
 				m = &extprocv3.HeaderMutation{}
 			}
-			m.SetHeaders = append(m.SetHeaders, headerOption(key, v, op == opAppend))
+			m.SetHeaders = append(m.SetHeaders, rules.headerOption(key, v, op == opAppend))
 		}
 	}
 	return m, dropped
 }
 
-// headerOption is one set_headers entry in the portable encoding.
-func headerOption(key, value string, appendValue bool) *corev3.HeaderValueOption {
+// headerOption is one set_headers entry in the portable encoding, with the
+// value in the field the client reads.
+func (p mutationPolicy) headerOption(key, value string, appendValue bool) *corev3.HeaderValueOption {
+	str, raw := p.header(key, value)
 	o := &corev3.HeaderValueOption{
-		Header:       &corev3.HeaderValue{Key: key, RawValue: []byte(value)},
+		Header:       &corev3.HeaderValue{Key: key, Value: str, RawValue: raw},
 		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
 	}
 	if appendValue {
@@ -178,7 +180,7 @@ func headerOption(key, value string, appendValue bool) *corev3.HeaderValueOption
 // policy's) into an ImmediateResponse. Headers keep their order; a key
 // seen again appends. Pseudo-headers (the status is a field) and headers
 // the mutation rules refuse are dropped.
-func immediateResponse(lr *host.LocalResponse, rules MutationRules) (*extprocv3.ImmediateResponse, []droppedHeader) {
+func immediateResponse(lr *host.LocalResponse, rules mutationPolicy) (*extprocv3.ImmediateResponse, []droppedHeader) {
 	ir := &extprocv3.ImmediateResponse{
 		Status:  &typev3.HttpStatus{Code: typev3.StatusCode(lr.Status)},
 		Body:    lr.Body,
@@ -207,7 +209,7 @@ func immediateResponse(lr *host.LocalResponse, rules MutationRules) (*extprocv3.
 		if ir.Headers == nil {
 			ir.Headers = &extprocv3.HeaderMutation{}
 		}
-		ir.Headers.SetHeaders = append(ir.Headers.SetHeaders, headerOption(key, p.Value, op == opAppend))
+		ir.Headers.SetHeaders = append(ir.Headers.SetHeaders, rules.headerOption(key, p.Value, op == opAppend))
 	}
 	return ir, dropped
 }

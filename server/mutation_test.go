@@ -138,7 +138,7 @@ func TestHeaderMutation(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, dropped := headerMutation(tt.changes, tt.kind, tt.rules, tt.skipCL)
+			got, dropped := headerMutation(tt.changes, tt.kind, mutationPolicy{rules: tt.rules}, tt.skipCL)
 			if !proto.Equal(got, tt.want) {
 				t.Errorf("mutation:\n got %v\nwant %v", prototext.Format(got), prototext.Format(tt.want))
 			}
@@ -162,7 +162,7 @@ func TestImmediateResponse(t *testing.T) {
 		Headers: []abi.Pair{{Key: "Content-Type", Value: "text/plain"}, {Key: "x-a", Value: "1"}, {Key: "x-a", Value: "2"},
 			{Key: ":status", Value: "500"}, {Key: "host", Value: "h"}, {Key: "x-bad", Value: "a\nb"}},
 	}
-	got, dropped := immediateResponse(lr, MutationRules{})
+	got, dropped := immediateResponse(lr, mutationPolicy{})
 	want := &extprocv3.ImmediateResponse{
 		Status:  &typev3.HttpStatus{Code: typev3.StatusCode_Forbidden},
 		Body:    []byte("no\n"),
@@ -178,7 +178,7 @@ func TestImmediateResponse(t *testing.T) {
 	}
 
 	lr = &host.LocalResponse{Status: 503, Details: "wasm_fail_stream", GRPCStatus: 14}
-	got, _ = immediateResponse(lr, MutationRules{})
+	got, _ = immediateResponse(lr, mutationPolicy{})
 	if got.GetGrpcStatus().GetStatus() != 14 || got.GetStatus().GetCode() != 503 || got.GetHeaders() != nil {
 		t.Errorf("failure response: %v", prototext.Format(got))
 	}

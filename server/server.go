@@ -85,6 +85,10 @@ type Options struct {
 	// proxy_set_property writes; empty means DefaultMetadataNamespace.
 	MetadataNamespace string
 
+	// Client is the kind of ext_proc client, which decides how header
+	// changes are encoded; ClientAuto (the zero value) tells per stream.
+	Client Client
+
 	// MutationRules must match the Envoy filter's mutation_rules; the
 	// zero value is Envoy's default.
 	MutationRules MutationRules

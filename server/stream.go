@@ -33,9 +33,10 @@ type stream struct {
 	props   attributeSource
 	dirs    [2]*direction
 
-	held               held // bytes kept across messages, against the limits
-	noPlugin           bool // fail-open without an instance: everything continues
-	failed             bool // a plugin failure was reported
+	held               held           // bytes kept across messages, against the limits
+	mutations          mutationPolicy // how header changes are encoded for this client
+	noPlugin           bool           // fail-open without an instance: everything continues
+	failed             bool           // a plugin failure was reported
 	msgs               int
 	observability      bool
 	protocolConfig     bool

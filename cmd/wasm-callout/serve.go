@@ -56,6 +56,7 @@ type serveConfig struct {
 	logLevel, logFormat string
 
 	limits server.Limits
+	client server.Client
 
 	nodeMetadata, listenerDirection, listenerMetadata string
 	clusterName, clusterMetadata                      string
@@ -116,6 +117,12 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 		"and the body mode is NONE; Envoy honours it with allow_mode_override: true")
 	fs.StringVar(&c.metadataNamespace, "metadata-namespace", server.DefaultMetadataNamespace, "dynamic metadata namespace of the plugin's proxy_set_property writes "+
 		"(list it in the filter's metadata_options.receiving_namespaces)")
+	fs.Func("client", "the ext_proc client: auto (tell each stream: a proxyless gRPC client sends flow_control_init), envoy "+
+		"(header values in raw_value) or grpc (gRFC A93: values in value, -bin values as bytes in raw_value); default auto", func(v string) error {
+		cl, err := server.ParseClient(v)
+		c.client = cl
+		return err
+	})
 	fs.BoolVar(&c.allowRouting, "allow-routing-mutations", false, "send changes to host, :authority, :scheme and :method (only if the filter's mutation_rules.allow_all_routing is true)")
 	fs.BoolVar(&c.allowEnvoy, "allow-envoy-mutations", false, "send changes to x-envoy-* headers (only if the filter's mutation_rules.allow_envoy is true)")
 	fs.DurationVar(&c.shedQueueDelay, "shed-queue-delay", host.DefaultShedQueueDelay, "refuse new streams with UNAVAILABLE (Envoy then applies "+
@@ -243,6 +250,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, hup <-c
 		MaxMessageTimeout:   c.maxMessageTimeout,
 		DrainTimeout:        c.drainTimeout,
 		Limits:              c.limits,
+		Client:              c.client,
 	})
 	if err != nil {
 		return err

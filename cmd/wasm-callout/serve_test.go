@@ -427,3 +427,19 @@ func TestLimitFlags(t *testing.T) {
 		}
 	}
 }
+
+func TestClientFlag(t *testing.T) {
+	for _, tc := range []struct {
+		arg  string
+		want server.Client
+	}{{"auto", server.ClientAuto}, {"envoy", server.ClientEnvoy}, {"grpc", server.ClientGRPC}} {
+		fs, c := serveFlags(io.Discard)
+		if err := fs.Parse([]string{"--client", tc.arg}); err != nil || c.client != tc.want {
+			t.Errorf("--client %s: %v, %v", tc.arg, c.client, err)
+		}
+	}
+	fs, _ := serveFlags(io.Discard)
+	if err := fs.Parse([]string{"--client", "istio"}); err == nil {
+		t.Error("--client istio accepted")
+	}
+}
