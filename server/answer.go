@@ -274,7 +274,9 @@ func (st *stream) discardUndeliverable() {
 // withheld message, which is when this sends it.
 func (st *stream) extendTimeout(d *direction) error {
 	limit := st.srv.opts.MaxMessageTimeout
-	if limit <= 0 || st.hs == nil || st.observability || d.bodyMode() == modeFullDuplex {
+	// A gRPC client (gRFC A93) has no per-message timer to extend, and
+	// its first answer must be the request headers'.
+	if limit <= 0 || st.hs == nil || st.observability || d.bodyMode() == modeFullDuplex || st.mutations.client == ClientGRPC {
 		return nil
 	}
 	deadline, pending := st.hs.PendingCall()
