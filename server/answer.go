@@ -124,7 +124,7 @@ func (st *stream) modeOverride() *filterv3.ProcessingMode {
 // direction's headers (and ignores setting it).
 func (st *stream) skipContentLength(d *direction) bool {
 	switch d.bodyMode() {
-	case modeStreamed, modePartial, modeFullDuplex:
+	case modeStreamed, modePartial, modeFullDuplex, modeGRPC:
 		return true
 	}
 	return false
@@ -276,7 +276,7 @@ func (st *stream) extendTimeout(d *direction) error {
 	limit := st.srv.opts.MaxMessageTimeout
 	// A gRPC client (gRFC A93) has no per-message timer to extend, and
 	// its first answer must be the request headers'.
-	if limit <= 0 || st.hs == nil || st.observability || d.bodyMode() == modeFullDuplex || st.mutations.client == ClientGRPC {
+	if limit <= 0 || st.hs == nil || st.observability || d.bodyMode().duplex() || st.mutations.client == ClientGRPC {
 		return nil
 	}
 	deadline, pending := st.hs.PendingCall()

@@ -43,7 +43,7 @@ func (st *stream) onBody(d *direction, chunk []byte, eos bool) error {
 		// Wait for the plugin to resume; the bytes stay in the host.
 		d.blocked, d.blockedIn = phaseBody, chunk
 		return st.extendTimeout(d)
-	case mode == modeFullDuplex:
+	case mode.duplex():
 		// Answers are M:N: nothing is owed until the plugin releases bytes.
 		return nil
 	case mode == modeBuffered || mode == modePartial:
@@ -71,7 +71,7 @@ func (st *stream) answerBody(d *direction, in, out []byte, eos bool) error {
 		d.released = nil
 	}
 	mode := d.bodyMode()
-	if mode == modeFullDuplex {
+	if mode.duplex() {
 		return st.sendStreamed(d, out, eos)
 	}
 	cr := &extprocv3.CommonResponse{}
@@ -115,6 +115,9 @@ func (st *stream) fixContentLength(d *direction, n int) {
 // sendStreamed answers FULL_DUPLEX_STREAMED body data: out in chunks of at
 // most maxStreamedChunk; nothing when out is empty unless eos must go.
 func (st *stream) sendStreamed(d *direction, out []byte, eos bool) error {
+	if d.bodyMode() == modeGRPC {
+		return st.sendGRPC(d, out, eos)
+	}
 	for {
 		n := min(len(out), maxStreamedChunk)
 		last := n == len(out)
@@ -190,7 +193,7 @@ func (st *stream) answerTrailers(d *direction) error {
 		held = append(held, b...)
 	}
 	if len(held) > 0 && !st.observability {
-		if d.bodyMode() != modeFullDuplex {
+		if !d.bodyMode().duplex() {
 			return st.undeliverable(d, len(held))
 		}
 		if err := st.sendStreamed(d, held, false); err != nil {

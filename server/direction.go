@@ -28,9 +28,17 @@ const (
 	// 1.35, or observability mode). Bodies are answered one per message,
 	// as STREAMED, with header mutations allowed in the first.
 	modeUnknown
+	// modeGRPC: one deframed gRPC message per body message (gRFC A93
+	// clients); answered M:N as FULL_DUPLEX_STREAMED, one message per
+	// streamed_response (grpc.go).
+	modeGRPC
 )
 
-var modeNames = [...]string{"NONE", "STREAMED", "BUFFERED", "BUFFERED_PARTIAL", "FULL_DUPLEX_STREAMED", "unknown"}
+var modeNames = [...]string{"NONE", "STREAMED", "BUFFERED", "BUFFERED_PARTIAL", "FULL_DUPLEX_STREAMED", "unknown", "GRPC"}
+
+// duplex reports whether the mode answers bodies M:N with streamed_response:
+// nothing is owed per message, and every byte must be sent back.
+func (m bodyMode) duplex() bool { return m == modeFullDuplex || m == modeGRPC }
 
 func (m bodyMode) String() string { return modeNames[m] }
 
@@ -72,6 +80,9 @@ type direction struct {
 	blockedIn []byte // the withheld body message's bytes
 	queue     []*extprocv3.ProcessingRequest
 	queued    int64 // body bytes in queue
+	// unconsumed counts GRPC-mode body bytes received and not yet
+	// granted back to the client as window (grpc.go).
+	unconsumed int64
 	// hostHeld is what the host keeps of this direction's body: the
 	// chunks the plugin paused on, not yet released.
 	hostHeld         int64
@@ -95,6 +106,8 @@ func (d *direction) bodyMode() bodyMode {
 		return modePartial
 	case filterv3.ProcessingMode_FULL_DUPLEX_STREAMED:
 		return modeFullDuplex
+	case filterv3.ProcessingMode_GRPC:
+		return modeGRPC
 	}
 	if d.overrideRequested {
 		return modeBuffered
@@ -109,6 +122,7 @@ func (st *stream) configure(m *extprocv3.ProcessingRequest) error {
 	if st.mutations.client == ClientAuto {
 		st.mutations.client = clientOf(m)
 	}
+	st.flow = m.GetFlowControlInit() != nil
 	pc := m.GetProtocolConfig()
 	if pc == nil {
 		// Envoy before 1.35 (and observability mode) does not say: assume
@@ -126,7 +140,7 @@ func (st *stream) configure(m *extprocv3.ProcessingRequest) error {
 	} {
 		switch x.mode {
 		case filterv3.ProcessingMode_NONE, filterv3.ProcessingMode_STREAMED, filterv3.ProcessingMode_BUFFERED,
-			filterv3.ProcessingMode_BUFFERED_PARTIAL, filterv3.ProcessingMode_FULL_DUPLEX_STREAMED:
+			filterv3.ProcessingMode_BUFFERED_PARTIAL, filterv3.ProcessingMode_FULL_DUPLEX_STREAMED, filterv3.ProcessingMode_GRPC:
 		default:
 			return status.Errorf(codes.Unimplemented, "%s_body_mode %v is not supported", x.d.name, x.mode)
 		}
@@ -153,7 +167,7 @@ func (st *stream) classify(m *extprocv3.ProcessingRequest) (*direction, phase, e
 	}
 	return nil, phaseNone, status.Error(codes.InvalidArgument,
 		"ProcessingRequest sets none of request_headers, request_body, request_trailers, "+
-			"response_headers, response_body, response_trailers (flow control is not supported)")
+			"response_headers, response_body, response_trailers, nor only a client_window_update")
 }
 
 func failedPrecondition(format string, args ...any) error {
@@ -179,7 +193,7 @@ func (st *stream) validate(d *direction, ph phase, m *extprocv3.ProcessingReques
 			d.gotHeaders, d.skippedHeaders = true, true // header mode SKIP
 		}
 		if d.ended {
-			if d.bodyEOS && b.GetEndOfStream() && d.bodyMode() == modeFullDuplex {
+			if d.bodyEOS && b.GetEndOfStream() && d.bodyMode().duplex() {
 				st.srv.stats.duplicateEOS.Add(1)
 				st.log.Debug("ignoring a repeated end_of_stream body message", "direction", d.name, "bytes", len(b.GetBody()))
 				return true, nil

@@ -94,9 +94,10 @@ var fzKinds = [16]int{
 	fzEmpty, fzCloseSend, fzCancel, fzReqBody,
 }
 
-// fzModes maps 3 bits to a body mode; 7 is unsupported (GRPC, or an
-// unknown value with byte 1's top bit).
-var fzModes = [8]filterv3.ProcessingMode_BodySendMode{none, streamed, buffered, partial, fullDuplex, streamed, buffered, filterv3.ProcessingMode_GRPC}
+// fzModes maps 3 bits to a body mode; 7 is an unknown value. GRPC mode
+// (gRPC clients' deframed messages) has tests of its own (grpc_test.go):
+// the edge plugin's body edits are not gRPC framing.
+var fzModes = [8]filterv3.ProcessingMode_BodySendMode{none, streamed, buffered, partial, fullDuplex, streamed, buffered, fzUnknownMode}
 
 const fzUnknownMode = filterv3.ProcessingMode_BodySendMode(42)
 
@@ -139,13 +140,6 @@ func fzDecode(data []byte) *fzCase {
 		act: fzActs[b1&7], contentLength: b1&0x08 != 0, withoutWaiting: b1&0x10 != 0,
 		noOverride: b1&0x20 != 0, noise: b1&0x40 != 0,
 	}
-	if b1&0x80 != 0 {
-		for _, m := range []*filterv3.ProcessingMode_BodySendMode{&c.reqMode, &c.respMode} {
-			if *m == filterv3.ProcessingMode_GRPC {
-				*m = fzUnknownMode
-			}
-		}
-	}
 	for i := 2; i+1 < len(data) && len(c.ops) < fzMaxOps; i += 2 {
 		op := fzOp{kind: fzKinds[data[i]&15], eos: data[i+1]&1 != 0, size: int(data[i+1] >> 1)}
 		if op.size == 0x7f {
@@ -161,9 +155,6 @@ func fzDecode(data []byte) *fzCase {
 // encode is fzDecode's inverse, for the seeds.
 func (c *fzCase) encode() []byte {
 	sel := func(m filterv3.ProcessingMode_BodySendMode) byte {
-		if m == fzUnknownMode {
-			m = filterv3.ProcessingMode_GRPC
-		}
 		for i, x := range fzModes {
 			if x == m {
 				return byte(i)
@@ -258,7 +249,7 @@ var fzSeeds = []fzCase{
 	{reqMode: buffered, respMode: none, protocolConfig: true,
 		ops: []fzOp{fzH(fzReq, false), {kind: fzEmpty}}},
 	// An unsupported body mode.
-	{reqMode: filterv3.ProcessingMode_GRPC, respMode: none, protocolConfig: true, ops: []fzOp{fzH(fzReq, false)}},
+	{reqMode: fzUnknownMode, respMode: none, protocolConfig: true, ops: []fzOp{fzH(fzReq, false)}},
 	// The plugin closes the stream; the illegal messages after it are
 	// never read.
 	{reqMode: none, respMode: none, protocolConfig: true, act: "c",

@@ -76,8 +76,8 @@ var malformed = []struct {
 	{"second BUFFERED body", []*extprocv3.ProcessingRequest{
 		withConfig(reqHeaders(false, ":path", "/"), buffered, none), reqBody("x", false), reqBody("y", true)},
 		codes.FailedPrecondition, "second request_body message in BUFFERED mode", 2},
-	{"GRPC body mode", []*extprocv3.ProcessingRequest{withConfig(reqHeaders(false, ":path", "/"), filterv3.ProcessingMode_GRPC, none)},
-		codes.Unimplemented, "GRPC is not supported", 0},
+	{"unknown body mode", []*extprocv3.ProcessingRequest{withConfig(reqHeaders(false, ":path", "/"), 42, none)},
+		codes.Unimplemented, "42 is not supported", 0},
 }
 
 // play sends msgs on a new stream, then reads until the server ends it.

@@ -35,6 +35,7 @@ type stream struct {
 
 	held               held           // bytes kept across messages, against the limits
 	mutations          mutationPolicy // how header changes are encoded for this client
+	flow               bool           // the client sent flow_control_init: grant window (grpc.go)
 	noPlugin           bool           // fail-open without an instance: everything continues
 	failed             bool           // a plugin failure was reported
 	msgs               int
@@ -200,6 +201,9 @@ func (st *stream) close() {
 func (st *stream) receive(m *extprocv3.ProcessingRequest) error {
 	st.srv.stats.messagesReceived.Add(1)
 	st.msgs++
+	if st.msgs > 1 && m.GetRequest() == nil && m.GetClientWindowUpdate() != nil {
+		return nil // a gRPC client returning window (grpc.go); nothing to answer
+	}
 	if st.msgs == 1 {
 		if err := st.configure(m); err != nil {
 			return err
@@ -261,6 +265,9 @@ func (st *stream) process(d *direction, ph phase, m *extprocv3.ProcessingRequest
 		return st.onHeaders(d, pairsFromProto(h.GetHeaders()), h.GetEndOfStream())
 	case phaseBody:
 		b := bodyOf(m)
+		if d.bodyMode() == modeGRPC {
+			return st.onBody(d, st.grpcIn(d, b), b.GetEndOfStream())
+		}
 		return st.onBody(d, b.GetBody(), b.GetEndOfStream())
 	default:
 		return st.onTrailers(d, pairsFromProto(trailersOf(m).GetTrailers()))
@@ -407,7 +414,7 @@ func (st *stream) resume(d *direction) error {
 	if len(out) == 0 {
 		return nil
 	}
-	if d.bodyMode() == modeFullDuplex {
+	if d.bodyMode().duplex() {
 		return st.sendStreamed(d, out, false)
 	}
 	d.released = append(d.released, out...)
