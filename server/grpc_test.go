@@ -183,3 +183,26 @@ func TestSplitGRPC(t *testing.T) {
 		}
 	}
 }
+
+// A plugin that rewrites gRPC messages in place (testbed's buffer-body
+// upper-cases the whole body at the half-close) sends changed messages,
+// framing intact, and a half-close after them.
+func TestGRPCModeRewrite(t *testing.T) {
+	h := start(t, Options{Plugin: plugin(t, "testbed", host.FailClosed, "")})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	answers, err := exchange(ctx, h, []*extprocv3.ProcessingRequest{
+		grpcStart("x-testbed", "buffer-body"), reqBody("\x0a\x05hello", false), reqBody("\x0a\x03abc", false), grpcHalfClose()})
+	if !isEOF(err) {
+		t.Fatalf("ended with %v", err)
+	}
+	var bodies []string
+	for _, a := range answers {
+		if sr := a.GetRequestBody().GetResponse().GetBodyMutation().GetStreamedResponse(); sr != nil {
+			bodies = append(bodies, string(sr.GetBody())+flags(sr))
+		}
+	}
+	if want := []string{"\x0a\x05HELLO", "\x0a\x03ABC", " eos without-message"}; strings.Join(bodies, "|") != strings.Join(want, "|") {
+		t.Errorf("request body answers %q, want %q", bodies, want)
+	}
+}
