@@ -131,3 +131,22 @@ func printableASCII(v string) bool {
 	}
 	return true
 }
+
+// httpToGRPC maps an HTTP status to the gRPC status Envoy gives a gRPC
+// request it answers locally with it (Grpc::Utility::httpToGrpcStatus,
+// after the gRPC HTTP mapping document).
+func httpToGRPC(httpStatus uint32) uint32 {
+	switch httpStatus {
+	case 400:
+		return 13 // INTERNAL
+	case 401:
+		return 16 // UNAUTHENTICATED
+	case 403:
+		return 7 // PERMISSION_DENIED
+	case 404:
+		return 12 // UNIMPLEMENTED
+	case 429, 502, 503, 504:
+		return 14 // UNAVAILABLE
+	}
+	return 2 // UNKNOWN
+}

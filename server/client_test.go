@@ -131,3 +131,28 @@ func TestClientEncodingEndToEnd(t *testing.T) {
 		})
 	}
 }
+
+// A local reply to a gRPC client carries what Envoy would give a gRPC
+// request: the status mapped from the HTTP status unless the plugin set
+// one, and the body as the message.
+func TestGRPCClientLocalReply(t *testing.T) {
+	grpc := mutationPolicy{client: ClientGRPC}
+	for _, tc := range []struct {
+		lr      host.LocalResponse
+		code    uint32
+		details string
+	}{
+		{host.LocalResponse{Status: 403, Body: []byte("denied by testbed\n"), GRPCStatus: -1}, 7, "denied by testbed"},
+		{host.LocalResponse{Status: 429, GRPCStatus: -1, Details: "limited"}, 14, "limited"},
+		{host.LocalResponse{Status: 500, GRPCStatus: 5}, 5, ""},
+		{host.LocalResponse{Status: 418, GRPCStatus: -1}, 2, ""},
+	} {
+		ir, _ := immediateResponse(&tc.lr, grpc)
+		if ir.GetGrpcStatus().GetStatus() != tc.code || ir.GetDetails() != tc.details {
+			t.Errorf("%+v: grpc status %d, details %q; want %d, %q", tc.lr, ir.GetGrpcStatus().GetStatus(), ir.GetDetails(), tc.code, tc.details)
+		}
+	}
+	if ir, _ := immediateResponse(&host.LocalResponse{Status: 403, GRPCStatus: -1, Body: []byte("x")}, mutationPolicy{}); ir.GrpcStatus != nil || ir.Details != "" {
+		t.Errorf("Envoy gets a gRPC status or details it did not ask for: %v", ir)
+	}
+}

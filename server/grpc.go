@@ -42,8 +42,7 @@ func (st *stream) grpcIn(d *direction, b *extprocv3.HttpBody) []byte {
 // sendGRPC answers GRPC-mode body data: out must be whole framed messages;
 // each goes back in a streamed_response of its own. eos echoes the
 // request's half-close (end_of_stream with end_of_stream_without_message);
-// a response body never ends the stream (its trailers do). It then grants
-// the client the window of every message consumed so far.
+// a response body never ends the stream (its trailers do).
 func (st *stream) sendGRPC(d *direction, out []byte, eos bool) error {
 	msgs, err := splitGRPC(out)
 	if err != nil {
@@ -57,11 +56,9 @@ func (st *stream) sendGRPC(d *direction, out []byte, eos bool) error {
 		}
 	}
 	if eos {
-		if err := st.sendBody(d, &extprocv3.StreamedBodyResponse{EndOfStream: true, EndOfStreamWithoutMessage: true}); err != nil {
-			return err
-		}
+		return st.sendBody(d, &extprocv3.StreamedBodyResponse{EndOfStream: true, EndOfStreamWithoutMessage: true})
 	}
-	return st.grantWindow(d)
+	return nil
 }
 
 func (st *stream) sendBody(d *direction, sr *extprocv3.StreamedBodyResponse) error {
@@ -77,9 +74,11 @@ func (st *stream) sendBody(d *direction, sr *extprocv3.StreamedBodyResponse) err
 }
 
 // grantWindow returns to a client that sent flow_control_init the window
-// of the body bytes the server has consumed in direction d: the client
-// stops sending when its window is used up, so a plugin that pauses and
-// holds messages holds the client back too.
+// of the body bytes received in direction d, as soon as the plugin has
+// seen them: a plugin that holds messages until the end of the stream (as
+// a buffering plugin does in Envoy) must get them all, and the client
+// stops sending when its window is used up. What a stream may hold is
+// bounded by --max-stream-buffer instead, as for Envoy's bodies.
 func (st *stream) grantWindow(d *direction) error {
 	if !st.flow || d.unconsumed == 0 {
 		return nil

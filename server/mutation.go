@@ -189,6 +189,16 @@ func immediateResponse(lr *host.LocalResponse, rules mutationPolicy) (*extprocv3
 	if lr.GRPCStatus >= 0 {
 		ir.GrpcStatus = &extprocv3.GrpcStatus{Status: uint32(lr.GRPCStatus)}
 	}
+	if rules.client == ClientGRPC {
+		// As Envoy answers a gRPC request locally: the status from the
+		// HTTP status when the plugin gave none, the body as the message.
+		if ir.GrpcStatus == nil {
+			ir.GrpcStatus = &extprocv3.GrpcStatus{Status: httpToGRPC(lr.Status)}
+		}
+		if len(lr.Body) > 0 {
+			ir.Details = strings.TrimRight(string(lr.Body), "\r\n")
+		}
+	}
 	var dropped []droppedHeader
 	seen := map[string]bool{}
 	for _, p := range lr.Headers {

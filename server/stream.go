@@ -266,7 +266,10 @@ func (st *stream) process(d *direction, ph phase, m *extprocv3.ProcessingRequest
 	case phaseBody:
 		b := bodyOf(m)
 		if d.bodyMode() == modeGRPC {
-			return st.onBody(d, st.grpcIn(d, b), b.GetEndOfStream())
+			if err := st.onBody(d, st.grpcIn(d, b), b.GetEndOfStream()); err != nil || st.finished {
+				return err
+			}
+			return st.grantWindow(d)
 		}
 		return st.onBody(d, b.GetBody(), b.GetEndOfStream())
 	default:

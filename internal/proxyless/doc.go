@@ -28,5 +28,4 @@
 //     result per stdout line (JSON) as each ends: status, headers, trailers
 //     and digests of the messages received.
 //
-// The GRPC body mode tests run only with WASM_CALLOUT_GRPC_MODE=1.
 package proxyless

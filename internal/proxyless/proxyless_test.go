@@ -3,7 +3,6 @@ package proxyless
 import (
 	"bytes"
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -109,10 +108,10 @@ func TestNoneModeBasic(t *testing.T) {
 }
 
 // TestLocalReply: plugins/testbed's local replies (proxy_send_local_response
-// 403 with gRPC status -1, i.e. none) become an immediate_response without
-// grpc_status, which grpc-go turns into INTERNAL with the immediate
-// response's details (empty: the SDK sends none) as the message. The HTTP
-// status, the reply's body and its headers do not reach a gRPC client.
+// 403 with gRPC status -1, i.e. none, and a body) reach a gRPC client as
+// Envoy answers a gRPC request locally: PERMISSION_DENIED, mapped from the
+// HTTP status, with the body as the message. The reply's headers do not
+// reach it (grpc-go drops an immediate response's headers).
 func TestLocalReply(t *testing.T) {
 	t.Parallel()
 	e := setup(t, plugin(t, "testbed", ""), modes(bodyNone, bodyNone, skip), nil)
@@ -121,7 +120,7 @@ func TestLocalReply(t *testing.T) {
 		spec := callSpec{ID: "local-reply-" + kind, Kind: kind, Sizes: []int{100}, RespSize: 10,
 			Metadata: map[string]string{"x-testbed": "local-reply"}}
 		r := e.client.call(t, spec)
-		wantCode(t, r, codes.Internal, "")
+		wantCode(t, r, codes.PermissionDenied, "denied by testbed")
 		wantValues(t, "response header", r.Header, "x-testbed-reply")
 		wantValues(t, "response trailer", r.Trailer, "x-testbed-reply")
 		if c := e.backend.call(spec.ID); c != nil {
@@ -134,17 +133,17 @@ func TestLocalReply(t *testing.T) {
 	spec := callSpec{ID: "local-reply-resp", Kind: "unary-stream", Sizes: []int{100}, RespSize: 10,
 		Metadata: map[string]string{"x-testbed": "local-reply-resp"}}
 	r := e.client.call(t, spec)
-	wantCode(t, r, codes.Internal, "")
+	wantCode(t, r, codes.PermissionDenied, "denied by testbed in response")
 	if len(r.Received) != 0 {
 		t.Errorf("call %s: client received %v after a local reply", spec.ID, r.Received)
 	}
 	backendGot(t, e, spec.ID)
 
-	// proxy_close_stream: the server's stand-in immediate response
-	// (details wasm_close_stream, no gRPC status).
+	// proxy_close_stream: the server's stand-in immediate response (503,
+	// details wasm_close_stream), UNAVAILABLE for a gRPC client.
 	spec = callSpec{ID: "close", Kind: "unary-stream", Sizes: []int{100}, Metadata: map[string]string{"x-testbed": "close"}}
 	r = e.client.call(t, spec)
-	wantCode(t, r, codes.Internal, "wasm_close_stream")
+	wantCode(t, r, codes.Unavailable, "wasm_close_stream")
 
 	st := e.waitIdle(t)
 	if st.ImmediateResponses != 5 || st.ProtocolErrors != 0 {
@@ -320,21 +319,12 @@ func TestRequestProperties(t *testing.T) {
 
 // ---- GRPC body mode ----
 
-// grpcModeGate skips GRPC body mode tests unless WASM_CALLOUT_GRPC_MODE=1.
-func grpcModeGate(t *testing.T) {
-	t.Helper()
-	if os.Getenv("WASM_CALLOUT_GRPC_MODE") != "1" {
-		t.Skip("GRPC body mode tests run with WASM_CALLOUT_GRPC_MODE=1")
-	}
-}
-
 // TestGRPCModePassThrough: request and response body mode GRPC (response
 // trailers SEND, which grpc-go requires with it) through plugins/basic,
 // with messages far larger than grpc-go's 64 KiB ext_proc flow-control
 // windows, so the RPCs finish only if the server grants window back. Every
 // message reaches the backend and the client byte for byte.
 func TestGRPCModePassThrough(t *testing.T) {
-	grpcModeGate(t)
 	t.Parallel()
 	e := setup(t, plugin(t, "basic", ""), modes(bodyGRPC, bodyGRPC, send), nil)
 	for _, kind := range []string{"unary-stream", "unary"} {
@@ -362,7 +352,6 @@ func TestGRPCModePassThrough(t *testing.T) {
 // TestGRPCModeConcurrentRPCs: 100 bidi RPCs at once in GRPC mode, each
 // with messages past the 64 KiB window.
 func TestGRPCModeConcurrentRPCs(t *testing.T) {
-	grpcModeGate(t)
 	t.Parallel()
 	e := setup(t, plugin(t, "basic", ""), modes(bodyGRPC, bodyGRPC, send), nil)
 	concurrent(t, e, "grpc", 100, []int{100000, 5, 70000})
@@ -385,7 +374,6 @@ func upper(spec callSpec) []digest {
 // rewrites gRPC messages knowingly; larger messages come out as broken
 // framing, which fails the stream with INTERNAL.)
 func TestGRPCModeRewrite(t *testing.T) {
-	grpcModeGate(t)
 	t.Parallel()
 	e := setup(t, plugin(t, "testbed", ""), modes(bodyGRPC, bodyGRPC, send), nil)
 	md := map[string]string{"x-testbed": "buffer-body"}
@@ -411,7 +399,6 @@ func TestGRPCModeRewrite(t *testing.T) {
 // promptly too, not wait for its deadline because the client stopped
 // sending for want of window while the plugin waits for the end of stream.
 func TestGRPCModeHeldBeyondWindow(t *testing.T) {
-	grpcModeGate(t)
 	t.Parallel()
 	e := setup(t, plugin(t, "testbed", ""), modes(bodyGRPC, bodyGRPC, send), nil)
 	spec := callSpec{ID: "held", Kind: "bidi", Text: true, TimeoutMS: 5000, Metadata: map[string]string{"x-testbed": "buffer-body"}}
