@@ -27,5 +27,4 @@
 //     goroutine (so calls written together run concurrently) and prints one
 //     result per stdout line (JSON) as each ends: status, headers, trailers
 //     and digests of the messages received.
-//
 package proxyless
