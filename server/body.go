@@ -155,7 +155,7 @@ func (st *stream) takeBody(d *direction) ([]byte, bool) {
 func (st *stream) holding() int64 {
 	var n int64
 	for _, d := range st.dirs {
-		n += d.hostHeld + d.queued + int64(len(d.released))
+		n += d.hostHeld + d.queued + int64(len(d.released)) + d.outqBytes()
 	}
 	return n
 }
@@ -208,7 +208,7 @@ func (st *stream) answerTrailers(d *direction) error {
 		resp.Response = &extprocv3.ProcessingResponse_ResponseTrailers{ResponseTrailers: tr}
 	}
 	d.trailersAnswered = true
-	if err := st.send(resp); err != nil {
+	if err := st.sendWindowed(d, resp, 0); err != nil {
 		return err
 	}
 	return st.drain(d)

@@ -81,8 +81,13 @@ type direction struct {
 	queue     []*extprocv3.ProcessingRequest
 	queued    int64 // body bytes in queue
 	// unconsumed counts GRPC-mode body bytes received and not yet
-	// granted back to the client as window (grpc.go).
+	// granted back to the client as window; window is what the client
+	// lets the server send, when windowed, and outq what waits for it
+	// (grpc.go).
 	unconsumed int64
+	window     int64
+	windowed   bool
+	outq       []windowed
 	// hostHeld is what the host keeps of this direction's body: the
 	// chunks the plugin paused on, not yet released.
 	hostHeld         int64
@@ -123,6 +128,9 @@ func (st *stream) configure(m *extprocv3.ProcessingRequest) error {
 		st.mutations.client = clientOf(m)
 	}
 	st.flow = m.GetFlowControlInit() != nil
+	if st.flow {
+		st.setWindows(m.GetFlowControlInit())
+	}
 	pc := m.GetProtocolConfig()
 	if pc == nil {
 		// Envoy before 1.35 (and observability mode) does not say: assume

@@ -70,7 +70,93 @@ func (st *stream) sendBody(d *direction, sr *extprocv3.StreamedBodyResponse) err
 	} else {
 		resp.Response = &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: br}
 	}
+	return st.sendWindowed(d, resp, int64(len(sr.GetBody())))
+}
+
+// The client's window: what the server may send it in one direction.
+// A gRPC client that sent flow_control_init gives the server a window per
+// direction and returns bytes with client_window_update as it consumes
+// them; as the client does with its own, a body is sent while the window is
+// positive (it may go below zero) and waits otherwise. What waits stays in
+// order: a direction's trailers answer waits behind its bodies.
+
+// windowed is an answer waiting for the client's window: n body bytes
+// (0 for anything but a body).
+type windowed struct {
+	resp *extprocv3.ProcessingResponse
+	n    int64
+}
+
+// sendWindowed sends resp, which carries n body bytes of direction d, or
+// queues it until the client's window allows.
+func (st *stream) sendWindowed(d *direction, resp *extprocv3.ProcessingResponse, n int64) error {
+	if !d.windowed {
+		return st.send(resp)
+	}
+	if len(d.outq) > 0 || n > 0 && d.window <= 0 {
+		d.outq = append(d.outq, windowed{resp, n})
+		return nil
+	}
+	d.window -= n
 	return st.send(resp)
+}
+
+// setWindows starts the client's windows from its flow_control_init; a
+// direction without one (zero) is not limited.
+func (st *stream) setWindows(fc *extprocv3.ProcessingRequest_FlowControlInit) {
+	for _, x := range []struct {
+		d *direction
+		w int64
+	}{
+		{st.dirs[abi.StreamHTTPRequest], fc.GetInitialWindowSidestreamToUpstream()},
+		{st.dirs[abi.StreamHTTPResponse], fc.GetInitialWindowSidestreamToDownstream()},
+	} {
+		x.d.window, x.d.windowed = x.w, x.w > 0
+	}
+}
+
+// windowUpdate adds the client's returned bytes and sends what waited for
+// them.
+func (st *stream) windowUpdate(u *extprocv3.ProcessingRequest_ClientWindowUpdate) error {
+	st.dirs[abi.StreamHTTPRequest].window += u.GetWindowIncrementSidestreamToUpstream()
+	st.dirs[abi.StreamHTTPResponse].window += u.GetWindowIncrementSidestreamToDownstream()
+	for _, d := range st.dirs {
+		for len(d.outq) > 0 && (d.outq[0].n == 0 || d.window > 0) {
+			q := d.outq[0]
+			d.outq[0] = windowed{}
+			d.outq = d.outq[1:]
+			d.window -= q.n
+			if err := st.send(q.resp); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// flushWindowed sends everything that waits for the client's window: a
+// client that has half-closed the stream can return no more, and would
+// otherwise wait for answers that wait for it.
+func (st *stream) flushWindowed() error {
+	for _, d := range st.dirs {
+		d.windowed = false
+		for _, q := range d.outq {
+			if err := st.send(q.resp); err != nil {
+				return err
+			}
+		}
+		d.outq = nil
+	}
+	return nil
+}
+
+// outqBytes is the body bytes waiting for the client's window.
+func (d *direction) outqBytes() int64 {
+	var n int64
+	for _, q := range d.outq {
+		n += q.n
+	}
+	return n
 }
 
 // grantWindow returns to a client that sent flow_control_init the window

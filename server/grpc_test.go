@@ -206,3 +206,61 @@ func TestGRPCModeRewrite(t *testing.T) {
 		t.Errorf("request body answers %q, want %q", bodies, want)
 	}
 }
+
+// sentBodies records what a stream sends, as a gRPC client would see it.
+type sentBodies struct {
+	extprocv3.ExternalProcessor_ProcessServer
+	got []string
+}
+
+func (f *sentBodies) Send(r *extprocv3.ProcessingResponse) error {
+	switch {
+	case r.GetRequestBody() != nil:
+		sr := r.GetRequestBody().GetResponse().GetBodyMutation().GetStreamedResponse()
+		f.got = append(f.got, string(sr.GetBody())+flags(sr))
+	case r.GetRequestTrailers() != nil:
+		f.got = append(f.got, "trailers")
+	}
+	return nil
+}
+
+// Body answers wait for the client's window, in order, and trailers wait
+// behind them; a window update sends what waited.
+func TestClientWindow(t *testing.T) {
+	f := &sentBodies{}
+	st := &stream{srv: &Server{}, gs: f, log: testLogger()}
+	st.dirs[0] = &direction{typ: 0, name: "request", mode: grpcMode, modeKnown: true}
+	st.dirs[1] = &direction{typ: 1, name: "response", mode: grpcMode, modeKnown: true}
+	st.flow = true
+	st.setWindows(&extprocv3.ProcessingRequest_FlowControlInit{InitialWindowSidestreamToUpstream: 4})
+	d := st.dirs[0]
+	for i, step := range []struct {
+		do   func() error
+		want string
+	}{
+		{func() error { return st.sendGRPC(d, grpcFrame("hello"), false) }, "hello"}, // window 4 > 0: sent, -1 left
+		{func() error { return st.sendGRPC(d, grpcFrame("abc"), true) }, "hello"},    // waits, the half-close behind it
+		{func() error { return st.answerTrailers(d) }, "hello"},                      // waits behind them
+		{func() error { return st.windowUpdate(upd(1)) }, "hello"},                   // 0: still no window
+		{func() error { return st.windowUpdate(upd(2)) }, "hello|abc| eos without-message|trailers"},
+	} {
+		if err := step.do(); err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Join(f.got, "|"); got != step.want {
+			t.Fatalf("step %d: sent %q, want %q", i, got, step.want)
+		}
+	}
+	if st.waiting() {
+		t.Error("still waiting after the window allowed everything")
+	}
+}
+
+func grpcFrame(s string) []byte {
+	n := len(s)
+	return append([]byte{0, byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)}, s...)
+}
+
+func upd(n int64) *extprocv3.ProcessingRequest_ClientWindowUpdate {
+	return &extprocv3.ProcessingRequest_ClientWindowUpdate{WindowIncrementSidestreamToUpstream: n}
+}

@@ -105,6 +105,10 @@ func (st *stream) run() error {
 			if r.err != nil {
 				if errors.Is(r.err, io.EOF) {
 					eof = true
+					// A half-closed client can return no more window.
+					if err := st.flushWindowed(); err != nil {
+						return err
+					}
 					break
 				}
 				switch status.Code(r.err) {
@@ -166,7 +170,7 @@ func (st *stream) expire() {
 
 func (st *stream) waiting() bool {
 	for _, d := range st.dirs {
-		if d.blocked != phaseNone {
+		if d.blocked != phaseNone || len(d.outq) > 0 {
 			return true
 		}
 	}
@@ -201,8 +205,12 @@ func (st *stream) close() {
 func (st *stream) receive(m *extprocv3.ProcessingRequest) error {
 	st.srv.stats.messagesReceived.Add(1)
 	st.msgs++
-	if st.msgs > 1 && m.GetRequest() == nil && m.GetClientWindowUpdate() != nil {
-		return nil // a gRPC client returning window (grpc.go); nothing to answer
+	if u := m.GetClientWindowUpdate(); u != nil && st.msgs > 1 {
+		// A gRPC client returning window (grpc.go), alone or with a
+		// message; alone, there is nothing to answer.
+		if err := st.windowUpdate(u); err != nil || m.GetRequest() == nil {
+			return err
+		}
 	}
 	if st.msgs == 1 {
 		if err := st.configure(m); err != nil {
