@@ -186,7 +186,9 @@ func TestMalformedFlood(t *testing.T) {
 	goodDone := make(chan struct{})
 	go func() {
 		defer close(goodDone)
-		cfg := envoytest.Config{ProcessingMode: mode(streamed, buffered, false)}
+		// A generous message timeout: this is about the flood's isolation,
+		// not latency, and -race on a loaded machine is slow.
+		cfg := envoytest.Config{ProcessingMode: mode(streamed, buffered, false), MessageTimeout: 10 * time.Second}
 		for i := 0; i < 20; i++ {
 			res, err := envoytest.Do(ctx, h.conn, cfg, post("buffer-body,echo-headers", "abc", "def"))
 			switch {
