@@ -264,6 +264,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, hup <-c
 
 	var servers []*grpc.Server
 	errc := make(chan error, 2)
+	// The listening lines are printed once readiness can answer, so that
+	// whoever waits for them finds the server ready.
+	var bound []func()
 	listen := func(kind, addr string, opts ...grpc.ServerOption) error {
 		lis, err := net.Listen("tcp", addr)
 		if err != nil {
@@ -277,7 +280,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, hup <-c
 				errc <- fmt.Errorf("%s server: %w", kind, err)
 			}
 		}()
-		listening(stdout, logger, kind, lis.Addr())
+		bound = append(bound, func() { listening(stdout, logger, kind, lis.Addr()) })
 		return nil
 	}
 	stopAll := func() {
@@ -301,6 +304,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, hup <-c
 	}
 	srvp.Store(srv)
 	rl.serving(srv)
+	for _, say := range bound {
+		say()
+	}
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	watchDone := make(chan struct{})
 	go func() {
