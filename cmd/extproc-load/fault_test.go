@@ -5,7 +5,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -13,9 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-
 	"github.com/wasm-callout/wasm-callout/host"
+	"github.com/wasm-callout/wasm-callout/internal/testutil"
 	"github.com/wasm-callout/wasm-callout/server"
 )
 
@@ -85,18 +83,12 @@ func startFaults(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := grpc.NewServer(server.GRPCServerOptions(server.Limits{})...)
-	srv.Register(g)
-	go func() { _ = g.Serve(lis) }()
+	addr, stop := testutil.Serve(t, srv)
 	t.Cleanup(func() {
-		g.Stop()
+		stop()
 		p.Close(context.Background())
 	})
-	return lis.Addr().String()
+	return addr
 }
 
 // Fault requests are counted apart from the good ones and classified: a

@@ -1,11 +1,9 @@
 package compat_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"sort"
@@ -20,6 +18,7 @@ import (
 	"github.com/wasm-callout/wasm-callout/abi"
 	"github.com/wasm-callout/wasm-callout/host"
 	"github.com/wasm-callout/wasm-callout/internal/testplugins"
+	"github.com/wasm-callout/wasm-callout/internal/testutil"
 	"github.com/wasm-callout/wasm-callout/internal/toolchains"
 	"github.com/wasm-callout/wasm-callout/server"
 	"github.com/wasm-callout/wasm-callout/server/envoytest"
@@ -50,22 +49,7 @@ func TestMain(m *testing.M) {
 }
 
 // logBuffer collects a plugin's logs (text handler output).
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type logBuffer = testutil.SyncBuffer
 
 // load loads the .wasm at path with cfg (one instance, debug logs into the
 // returned buffer).
@@ -116,21 +100,14 @@ func serve(t *testing.T, path string, cfg host.Config) *instance {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := grpc.NewServer(server.GRPCServerOptions(server.Limits{})...)
-	srv.Register(g)
-	go g.Serve(lis)
-	conn, err := envoytest.Dial(lis.Addr().String())
+	addr, stop := testutil.Serve(t, srv)
+	conn, err := envoytest.Dial(addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := &instance{plugin: p, logs: logs, conn: conn, close: func() {
 		conn.Close()
-		g.Stop()
-		srv.Close()
+		stop()
 		p.Close(context.Background())
 	}}
 	served[key] = s

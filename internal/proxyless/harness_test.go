@@ -5,7 +5,6 @@ package proxyless
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -47,6 +46,7 @@ import (
 
 	"github.com/wasm-callout/wasm-callout/host"
 	"github.com/wasm-callout/wasm-callout/internal/testplugins"
+	"github.com/wasm-callout/wasm-callout/internal/testutil"
 	"github.com/wasm-callout/wasm-callout/server"
 )
 
@@ -297,18 +297,9 @@ func startExtProc(t *testing.T, p *host.Plugin) (*server.Server, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := grpc.NewServer(server.GRPCServerOptions(server.Limits{})...)
-	srv.Register(g)
-	go g.Serve(lis)
-	t.Cleanup(func() {
-		g.Stop()
-		srv.Close()
-	})
-	return srv, lis.Addr().String()
+	addr, stop := testutil.Serve(t, srv)
+	t.Cleanup(stop)
+	return srv, addr
 }
 
 // ---- the xDS management server ----
@@ -463,24 +454,7 @@ func bootstrap(t *testing.T, xdsAddr, extProcTarget string) string {
 type child struct {
 	in      io.WriteCloser
 	results chan callResult
-	stderr  *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	stderr  *testutil.SyncBuffer
 }
 
 // startChild runs the client with bootstrap and dials target. The process
@@ -503,7 +477,7 @@ func startChild(t *testing.T, bootstrapJSON, target string) *child {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &child{in: in, results: make(chan callResult), stderr: &syncBuffer{}}
+	c := &child{in: in, results: make(chan callResult), stderr: &testutil.SyncBuffer{}}
 	cmd.Stderr = c.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
