@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -18,6 +17,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/wasm-callout/wasm-callout/host"
+	"github.com/wasm-callout/wasm-callout/internal/testhost"
 	"github.com/wasm-callout/wasm-callout/internal/testplugins"
 	"github.com/wasm-callout/wasm-callout/server/envoytest"
 )
@@ -26,55 +26,30 @@ import (
 // configuration is loaded once per test binary and shared; a compilation
 // cache makes the second configuration of the same module cheap.
 
-type pluginKey struct {
-	name   string
-	policy host.FailurePolicy
-	config string
-}
-
 var (
-	pluginsMu sync.Mutex
-	plugins   = map[pluginKey]*host.Plugin{}
-	cacheDir  string
+	loader   *testhost.Loader
+	cacheDir string // the loader's compilation cache, for tests that load plugins themselves
 )
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "server-test-cache")
+	l, err := testhost.NewLoader("server")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	cacheDir = dir
+	loader, cacheDir = l, l.Dir
 	code := m.Run()
-	pluginsMu.Lock()
-	for _, p := range plugins {
-		p.Close(context.Background())
-	}
-	pluginsMu.Unlock()
-	os.RemoveAll(dir)
+	loader.Close()
 	os.Exit(code)
 }
 
-// testLogger discards logs unless -v is given and WASM_CALLOUT_TEST_LOG is
-// set.
-func testLogger() *slog.Logger {
-	if os.Getenv("WASM_CALLOUT_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
-}
+func testLogger() *slog.Logger { return testhost.Logger() }
 
 // plugin returns the shared plugin: "edge" is testdata/edge.wasm, "zero"
-// host/testdata/zero.wasm, any other name a Go plugin from plugins/. The fail status is 500, the server's
-// flag default.
+// host/testdata/zero.wasm, any other name a Go plugin from plugins/. The
+// fail status is 500, the server's flag default.
 func plugin(t testing.TB, name string, policy host.FailurePolicy, config string) *host.Plugin {
 	t.Helper()
-	k := pluginKey{name, policy, config}
-	pluginsMu.Lock()
-	defer pluginsMu.Unlock()
-	if p := plugins[k]; p != nil {
-		return p
-	}
 	var path string
 	switch name {
 	case "edge":
@@ -84,20 +59,10 @@ func plugin(t testing.TB, name string, policy host.FailurePolicy, config string)
 	default:
 		path = testplugins.Path(t, name)
 	}
-	wasm, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := host.Load(context.Background(), wasm, host.Config{
+	return loader.Load(t, fmt.Sprintf("%s|%v|%s", name, policy, config), path, host.Config{
 		Name: name, RootID: "root-" + name, VMID: "vm-" + name,
 		PluginConfig: []byte(config), Instances: 2, FailurePolicy: policy, FailStatus: 500,
-		CompilationCacheDir: cacheDir, Logger: testLogger(),
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	plugins[k] = p
-	return p
 }
 
 // harness is a Server on a loopback gRPC listener.

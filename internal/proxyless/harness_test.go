@@ -45,6 +45,7 @@ import (
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 
 	"github.com/wasm-callout/wasm-callout/host"
+	"github.com/wasm-callout/wasm-callout/internal/testhost"
 	"github.com/wasm-callout/wasm-callout/internal/testplugins"
 	"github.com/wasm-callout/wasm-callout/internal/testutil"
 	"github.com/wasm-callout/wasm-callout/server"
@@ -248,45 +249,19 @@ func (b *backend) FullDuplexCall(s testgrpc.TestService_FullDuplexCallServer) er
 
 // ---- the wasm-callout server ----
 
-var (
-	pluginsMu sync.Mutex
-	plugins   = map[string]*host.Plugin{}
-	cacheDir  string
-)
+var loader *testhost.Loader
 
-// testLogger discards logs unless WASM_CALLOUT_TEST_LOG is set.
-func testLogger() *slog.Logger {
-	if os.Getenv("WASM_CALLOUT_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
-}
+func testLogger() *slog.Logger { return testhost.Logger() }
 
 // plugin loads plugins/NAME once per test binary and variant (fail-closed,
 // status 500, empty configuration); a variant is a separate pool of
 // instances, for a test that breaks instances.
 func plugin(t *testing.T, name, variant string) *host.Plugin {
 	t.Helper()
-	pluginsMu.Lock()
-	defer pluginsMu.Unlock()
-	key := name + "/" + variant
-	if p := plugins[key]; p != nil {
-		return p
-	}
-	wasm, err := os.ReadFile(testplugins.Path(t, name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := host.Load(context.Background(), wasm, host.Config{
+	return loader.Load(t, name+"/"+variant, testplugins.Path(t, name), host.Config{
 		Name: name, RootID: "root-" + name, VMID: "vm-" + name,
 		Instances: 2, FailurePolicy: host.FailClosed, FailStatus: 500,
-		CompilationCacheDir: cacheDir, Logger: testLogger(),
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	plugins[key] = p
-	return p
 }
 
 // startExtProc serves wasm-callout with p on 127.0.0.1, as cmd/wasm-callout

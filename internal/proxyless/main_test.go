@@ -1,28 +1,24 @@
 package proxyless
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"testing"
+
+	"github.com/wasm-callout/wasm-callout/internal/testhost"
 )
 
 func TestMain(m *testing.M) {
 	if os.Getenv(childEnv) == "1" {
 		os.Exit(runChild(os.Stdin, os.Stdout))
 	}
-	dir, err := os.MkdirTemp("", "proxyless-test-cache")
+	l, err := testhost.NewLoader("proxyless")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	cacheDir = dir
+	loader = l
 	code := m.Run()
-	pluginsMu.Lock()
-	for _, p := range plugins {
-		p.Close(context.Background())
-	}
-	pluginsMu.Unlock()
-	os.RemoveAll(dir)
+	loader.Close()
 	os.Exit(code)
 }
