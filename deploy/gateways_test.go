@@ -117,9 +117,17 @@ var gcpFiles = []struct {
 }
 
 // decodeGCP decodes a GCP resource strictly with protojson (unknown fields
-// fail; enums of networkservices must be known names).
+// fail; enums of networkservices must be known names). protojson also
+// accepts the snake_case proto names, but gcloud's import YAML (like its
+// export) uses the REST API's camelCase JSON names, so those fail too.
 func decodeGCP(b []byte, m proto.Message) error {
-	return protoYAML(b, m)
+	if err := protoYAML(b, m); err != nil {
+		return err
+	}
+	if f := regexp.MustCompile(`(?m)^\s*-?\s*"?([a-z]+_[a-z_]+)"?:`).FindSubmatch(b); f != nil {
+		return fmt.Errorf("field %s: use the camelCase JSON name", f[1])
+	}
+	return nil
 }
 
 // TestGCPServiceExtensions decodes the Service Extensions resources into
@@ -185,14 +193,6 @@ func TestGCPServiceExtensions(t *testing.T) {
 					t.Errorf("%s: timeout %v, want %v (wasm-callout's --message-timeout)", f.file, d, mt)
 				}
 			}
-		}
-	}
-	// protojson accepts the snake_case proto names too; gcloud's import YAML
-	// (and its export) uses the REST API's camelCase JSON names, so the
-	// files must use those.
-	for _, f := range gcpFiles {
-		if m := regexp.MustCompile(`(?m)^\s*-?\s*"?([a-z]+_[a-z_]+)"?:`).FindSubmatch(readFile(t, f.file)); m != nil {
-			t.Errorf("%s: field %s: use the camelCase JSON name", f.file, m[1])
 		}
 	}
 }

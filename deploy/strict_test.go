@@ -52,6 +52,7 @@ func TestValidatorsAreStrict(t *testing.T) {
 		{"EnvoyFilter patch value field", "docs/configs/istio/envoyfilter.yaml", nil, kube, "allow_mode_override:", "allow_mode_overide:"},
 		{"EnvoyFilter patch value rule", "docs/configs/istio/envoyfilter.yaml", nil, kube, "name: envoy.filters.http.ext_proc", "name: \"\""},
 		{"HealthCheck field", "docs/configs/gcp/health-check.json", nil, gcp(gcpFiles[0].msg), `"requestPath"`, `"requestPth"`},
+		{"HealthCheck proto name", "docs/configs/gcp/health-check.json", nil, gcp(gcpFiles[0].msg), `"requestPath"`, `"request_path"`},
 		{"BackendService field", "docs/configs/gcp/backend-service.yaml", nil, gcp(gcpFiles[1].msg), "maxRatePerEndpoint:", "maxRatePerEndpt:"},
 		{"LbTrafficExtension field", "docs/configs/gcp/lb-traffic-extension.yaml", nil, gcp(gcpFiles[2].msg), "supportedEvents:", "supportedEvent:"},
 		{"LbTrafficExtension enum", "docs/configs/gcp/lb-traffic-extension.yaml", nil, gcp(gcpFiles[2].msg), "RESPONSE_HEADERS]", "RESPONSE_HEADER]"},
