@@ -7,6 +7,7 @@ import (
 	"debug/elf"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -117,7 +118,7 @@ func parseDockerfile(text string) ([]*stage, error) {
 			s := &stage{name: f[2], from: from, env: map[string]string{}, workdir: "/"}
 			for _, p := range stages {
 				if p.name == from { // FROM an earlier stage inherits its state
-					s.env, s.workdir, s.user = maps(p.env), p.workdir, p.user
+					s.env, s.workdir, s.user = maps.Clone(p.env), p.workdir, p.user
 					s.entrypoint, s.cmd = p.entrypoint, p.cmd
 				}
 			}
@@ -132,7 +133,7 @@ func parseDockerfile(text string) ([]*stage, error) {
 				cur.env[k] = v
 			}
 		case "WORKDIR":
-			cur.workdir = path(cur.workdir, rest)
+			cur.workdir = resolve(cur.workdir, rest)
 		case "COPY":
 			f := strings.Fields(rest)
 			var c dcopy
@@ -142,7 +143,7 @@ func parseDockerfile(text string) ([]*stage, error) {
 			if len(f) < 2 {
 				return nil, fmt.Errorf("COPY %s: want sources and a destination", rest)
 			}
-			c.src, c.dst = strings.Join(f[:len(f)-1], " "), path(cur.workdir, f[len(f)-1])
+			c.src, c.dst = strings.Join(f[:len(f)-1], " "), resolve(cur.workdir, f[len(f)-1])
 			cur.copies = append(cur.copies, c)
 		case "RUN":
 			argv, err := execForm(instr, rest)
@@ -171,16 +172,8 @@ func parseDockerfile(text string) ([]*stage, error) {
 	return stages, nil
 }
 
-func maps(m map[string]string) map[string]string {
-	c := make(map[string]string, len(m))
-	for k, v := range m {
-		c[k] = v
-	}
-	return c
-}
-
-// path resolves p against the directory dir, as WORKDIR and COPY do.
-func path(dir, p string) string {
+// resolve resolves p against the directory dir, as WORKDIR and COPY do.
+func resolve(dir, p string) string {
 	if strings.HasSuffix(p, "/") && p != "/" {
 		p = strings.TrimSuffix(p, "/")
 	}
@@ -218,38 +211,45 @@ func TestParseDockerfileRejects(t *testing.T) {
 	}
 }
 
-// TestDockerfile runs the Dockerfile's build and plugins stages outside
-// Docker, as written: the same RUN command lines with the same ENV, with
-// /src mapped to the repository (COPY . .) and /out to a temporary
-// directory. It then checks that the binary is static, that the final
-// stages run it as a non-root user with the ports its flags default to, and
-// that the basic image's command serves plugins/basic.
-func TestDockerfile(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binary with the Dockerfile's flags (-trimpath compiles every package once)")
-	}
-	text, err := os.ReadFile(filepath.Join(repoRoot, "Dockerfile"))
+// dockerStages parses the repository's Dockerfile and returns its stages
+// by name.
+func dockerStages(t *testing.T) (all []*stage, build, plugins, server, basic *stage) {
+	t.Helper()
+	stages, err := parseDockerfile(string(readFile(t, "Dockerfile")))
 	if err != nil {
 		t.Fatal(err)
 	}
-	stages, err := parseDockerfile(string(text))
-	if err != nil {
-		t.Fatal(err)
+	return stages, findStage(t, stages, "build"), findStage(t, stages, "plugins"),
+		findStage(t, stages, "wasm-callout"), findStage(t, stages, "basic")
+}
+
+// copyFrom returns the COPY --from=from instruction of s.
+func copyFrom(t *testing.T, s *stage, from string) dcopy {
+	t.Helper()
+	for _, c := range s.copies {
+		if c.from == from {
+			return c
+		}
 	}
-	build := findStage(t, stages, "build")
-	plugins := findStage(t, stages, "plugins")
-	server := findStage(t, stages, "wasm-callout")
-	basic := findStage(t, stages, "basic")
+	t.Fatalf("%s stage: no COPY --from=%s", s.name, from)
+	return dcopy{}
+}
+
+// TestDockerfileStages checks what the images promise without building
+// them: a static, trimmed, stripped build; final stages on distroless (or
+// scratch) as a numeric non-root user, with the binary as entrypoint, the
+// binary's default ports exposed, and the basic stage serving the plugin
+// it copies.
+func TestDockerfileStages(t *testing.T) {
+	stages, build, _, server, basic := dockerStages(t)
 	if last := stages[len(stages)-1]; last != basic {
 		t.Errorf("the default (last) stage is %q, want basic so that docker build . && docker run serves a plugin", last.name)
 	}
-
-	// The build stage: a static, trimmed, stripped binary.
 	if got := build.env["CGO_ENABLED"]; got != "0" {
 		t.Errorf("build stage: CGO_ENABLED=%q, want 0 (static binary for a libc-less base)", got)
 	}
 	if !slices.Contains(build.copies, dcopy{src: ".", dst: "/src"}) {
-		t.Fatalf("build stage: want COPY . . into WORKDIR /src, got %+v", build.copies)
+		t.Errorf("build stage: want COPY . . into WORKDIR /src, got %+v", build.copies)
 	}
 	var goBuild []string
 	for _, r := range build.runs {
@@ -262,7 +262,45 @@ func TestDockerfile(t *testing.T) {
 			t.Errorf("build stage: go build %q lacks %q", goBuild, want)
 		}
 	}
+	if bin := copyFrom(t, server, "build"); !slices.Contains(goBuild, bin.src) || !slices.Equal(server.entrypoint, []string{bin.dst}) {
+		t.Errorf("server stage: ENTRYPOINT %q, want [%q], the binary go build %q writes", server.entrypoint, bin.dst, goBuild)
+	}
+	for _, s := range []*stage{server, basic} {
+		if s.from != "gcr.io/distroless/static-debian12:nonroot" && s.from != "scratch" && s.from != server.name {
+			t.Errorf("%s stage: FROM %s, want distroless static nonroot or scratch", s.name, s.from)
+		}
+		if !regexp.MustCompile(`^[1-9][0-9]*(:[1-9][0-9]*)?$`).MatchString(s.user) {
+			t.Errorf("%s stage: USER %q, want a numeric non-root user (runAsNonRoot checks numbers)", s.name, s.user)
+		}
+	}
+	if want := defaultPorts(t, wasmCalloutBinary(t)); !slices.Equal(sortedCopy(server.expose), want) {
+		t.Errorf("server stage: EXPOSE %q, want the default ports of --addr, --tls-addr, --health-addr %q", server.expose, want)
+	}
+	plugin := copyFrom(t, basic, "plugins").dst
+	if v, _ := flagValueSpaced(basic.cmd, "plugin"); v != plugin {
+		t.Errorf("basic stage: CMD %q does not serve %q (copied from the plugins stage)", basic.cmd, plugin)
+	}
+	checkFlags(t, basic.cmd)
+}
 
+// flagValueSpaced returns the value of "--name VALUE" in args.
+func flagValueSpaced(args []string, name string) (string, bool) {
+	if i := slices.Index(args, "--"+name); i >= 0 && i+1 < len(args) {
+		return args[i+1], true
+	}
+	return "", false
+}
+
+// TestDockerfileBuild runs the Dockerfile's build and plugins stages outside
+// Docker, as written: the same RUN command lines with the same ENV, with
+// /src mapped to the repository (COPY . .) and /out to a temporary
+// directory. It then checks that the binary is static and stripped and
+// that the basic image's command, run with that binary and plugin, serves.
+func TestDockerfileBuild(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary with the Dockerfile's flags (-trimpath compiles every package once)")
+	}
+	_, build, plugins, server, basic := dockerStages(t)
 	out := t.TempDir()
 	mapPath := func(p string) string {
 		if rest, ok := strings.CutPrefix(p, "/out/"); ok {
@@ -298,47 +336,16 @@ func TestDockerfile(t *testing.T) {
 			t.Logf("%s stage: RUN %q: %v", s.name, r.argv, time.Since(start).Round(time.Millisecond))
 		}
 	}
-
-	// The final stages copy that binary and run it as their entrypoint.
-	bin := ""
-	for _, c := range server.copies {
-		if c.from == "build" {
-			bin = c.dst
-			if _, err := os.Stat(mapPath(c.src)); err != nil {
-				t.Errorf("server stage: COPY --from=build %s: the build stage wrote no such file", c.src)
-			}
-			checkStatic(t, mapPath(c.src))
-		}
-	}
-	if bin == "" || !slices.Equal(server.entrypoint, []string{bin}) {
-		t.Errorf("server stage: ENTRYPOINT %q, want [%q] (the binary copied from the build stage)", server.entrypoint, bin)
-	}
-	for _, s := range []*stage{server, basic} {
-		if s.from != "gcr.io/distroless/static-debian12:nonroot" && s.from != "scratch" && s.from != "wasm-callout" {
-			t.Errorf("%s stage: FROM %s, want distroless static nonroot or scratch", s.name, s.from)
-		}
-		if !regexp.MustCompile(`^[1-9][0-9]*(:[1-9][0-9]*)?$`).MatchString(s.user) {
-			t.Errorf("%s stage: USER %q, want a numeric non-root user (runAsNonRoot checks numbers)", s.name, s.user)
-		}
-	}
-	binary := filepath.Join(out, "wasm-callout")
-	if want := defaultPorts(t, binary); !slices.Equal(sortedCopy(server.expose), want) {
-		t.Errorf("server stage: EXPOSE %q, want the default ports of --addr, --tls-addr, --health-addr %q", server.expose, want)
-	}
-
-	// The basic image serves the plugin the plugins stage built.
-	var plugin string
-	for _, c := range basic.copies {
-		if c.from == "plugins" {
-			plugin = c.dst
-			checkWasm(t, mapPath(c.src))
-		}
-	}
-	if i := slices.Index(basic.cmd, "--plugin"); plugin == "" || i < 0 || i+1 >= len(basic.cmd) || basic.cmd[i+1] != plugin {
-		t.Fatalf("basic stage: CMD %q does not serve %q (copied from the plugins stage)", basic.cmd, plugin)
-	}
+	binary := mapPath(copyFrom(t, server, "build").src)
+	checkStatic(t, binary)
+	plugin := copyFrom(t, basic, "plugins")
+	checkWasm(t, mapPath(plugin.src))
 	args := slices.Clone(basic.cmd)
-	args[slices.Index(args, "--plugin")+1] = mapPath("/out/plugins/basic.wasm")
+	for i, a := range args {
+		if a == plugin.dst {
+			args[i] = mapPath(plugin.src)
+		}
+	}
 	serveOnce(t, binary, args, t.TempDir())
 }
 
