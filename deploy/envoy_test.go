@@ -1,14 +1,20 @@
 package deploy
 
 import (
+	"bytes"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	networking "istio.io/api/networking/v1alpha3"
 	istionet "istio.io/client-go/pkg/apis/networking/v1alpha3"
 	"sigs.k8s.io/yaml"
@@ -189,5 +195,76 @@ func TestIstioEnvoyFilter(t *testing.T) {
 	}
 	if n != 1 {
 		t.Errorf("%d ext_proc patches, want 1", n)
+	}
+}
+
+// fragmentParents are the Envoy messages whose repeated fields the README's
+// configuration fragments list at their top level (http_filters,
+// clusters, filter_chains).
+var fragmentParents = []func() proto.Message{
+	func() proto.Message { return &hcmv3.HttpConnectionManager{} },
+	func() proto.Message { return &bootstrapv3.Bootstrap_StaticResources{} },
+	func() proto.Message { return &listenerv3.Listener{} },
+}
+
+// decodeFragment decodes a configuration fragment: each top-level key must
+// be a repeated message field of one of fragmentParents; its elements are
+// decoded strictly with protojson and validated like a whole bootstrap
+// (the parent itself is not: a fragment lacks its required fields).
+func decodeFragment(doc []byte) error {
+	var top map[string]any
+	if err := yaml.UnmarshalStrict(doc, &top); err != nil {
+		return err
+	}
+	if len(top) == 0 {
+		return errors.New("empty fragment")
+	}
+	for key, v := range top {
+		var parent proto.Message
+		var fd protoreflect.FieldDescriptor
+		for _, newParent := range fragmentParents {
+			p := newParent()
+			if f := p.ProtoReflect().Descriptor().Fields().ByName(protoreflect.Name(key)); f != nil && f.IsList() && f.Message() != nil {
+				parent, fd = p, f
+				break
+			}
+		}
+		if parent == nil {
+			return fmt.Errorf("%s: not a list of Envoy messages this test knows", key)
+		}
+		j, err := json.Marshal(map[string]any{key: v})
+		if err != nil {
+			return err
+		}
+		if err := protojson.Unmarshal(j, parent); err != nil {
+			return fmt.Errorf("%s: %w", key, err)
+		}
+		list := parent.ProtoReflect().Get(fd).List()
+		for i := range list.Len() {
+			if err := validateProto(list.Get(i).Message().Interface()); err != nil {
+				return fmt.Errorf("%s[%d]: %w", key, i, err)
+			}
+		}
+	}
+	return nil
+}
+
+// TestReadmeEnvoyFragments decodes the Envoy configuration fragments of
+// README.md with decodeFragment: every yaml block that names an Envoy type
+// (type.googleapis.com/envoy.), so that a block of another tool's
+// configuration is left alone.
+func TestReadmeEnvoyFragments(t *testing.T) {
+	n := 0
+	for i, f := range yamlFences(readFile(t, "README.md")) {
+		if !bytes.Contains(f, []byte("type.googleapis.com/envoy.")) {
+			continue
+		}
+		n++
+		if err := decodeFragment(f); err != nil {
+			t.Errorf("README.md yaml block %d: %v", i, err)
+		}
+	}
+	if n == 0 {
+		t.Fatal("README.md has no Envoy configuration block")
 	}
 }

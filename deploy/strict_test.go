@@ -19,8 +19,8 @@ func TestValidatorsAreStrict(t *testing.T) {
 	gcp := func(m func() proto.Message) func([]byte) error {
 		return func(b []byte) error { return decodeGCP(b, m()) }
 	}
-	md := func(file string) func(*testing.T) []byte {
-		return func(t *testing.T) []byte { return bootstrapDoc(t, file, 0) }
+	fence := func(file string, i int) func(*testing.T) []byte {
+		return func(t *testing.T) []byte { return bootstrapDoc(t, file, i) }
 	}
 	for _, c := range []struct {
 		name     string
@@ -43,7 +43,10 @@ func TestValidatorsAreStrict(t *testing.T) {
 		{"Envoy typed_config type", "docs/configs/envoy/envoy-http.yaml", nil, envoy, "v3.ExternalProcessor", "v3.ExternalProcesor"},
 		{"Envoy ValidateAll rule", "docs/configs/envoy/envoy-http.yaml", nil, envoy, "port_value: 8080", "port_value: 80800"},
 		{"Envoy ValidateAll rule inside typed_config", "docs/configs/envoy/envoy-http.yaml", nil, envoy, "cluster_name: wasm_callout }", "cluster_name: \"\" }"},
-		{"Envoy L4 bootstrap in docs/network.md", "docs/network.md", md("docs/network.md"), envoy, "process_read:", "proces_read:"},
+		{"Envoy L4 bootstrap in docs/network.md", "docs/network.md", fence("docs/network.md", 0), envoy, "process_read:", "proces_read:"},
+		{"README fragment field", "README.md", fence("README.md", 0), decodeFragment, "allow_mode_override:", "allow_mode_overide:"},
+		{"README fragment rule", "README.md", fence("README.md", 0), decodeFragment, "port_value: 8080", "port_value: 80800"},
+		{"README fragment key", "README.md", fence("README.md", 1), decodeFragment, "filter_chains:", "filter_chain:"},
 		{"EnvoyExtensionPolicy field", "docs/configs/envoy-gateway/envoy-extension-policy.yaml", nil, kube, "messageTimeout:", "messageTimout:"},
 		{"Backend field", "docs/configs/envoy-gateway/backend.yaml", nil, kube, "caCertificateRefs:", "caCertRefs:"},
 		{"EnvoyFilter metadata field", "docs/configs/istio/envoyfilter.yaml", nil, kube, "metadata:\n  name:", "metadata:\n  nmae:"},
