@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -12,12 +13,14 @@ import (
 	"time"
 
 	egv1a1 "github.com/envoyproxy/gateway/api/v1alpha1"
+	jsonpatch "github.com/evanphx/json-patch"
 	istionet "istio.io/client-go/pkg/apis/networking/v1alpha3"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"sigs.k8s.io/yaml"
 )
 
 // kubeTypes maps apiVersion and kind to the published Go type the object
@@ -83,6 +86,13 @@ type kustomization struct {
 		NewTag  string `json:"newTag,omitempty"`
 		Digest  string `json:"digest,omitempty"`
 	} `json:"images,omitempty"`
+	Patches []struct {
+		Target *struct {
+			Kind string `json:"kind,omitempty"`
+			Name string `json:"name,omitempty"`
+		} `json:"target,omitempty"`
+		Patch string `json:"patch,omitempty"`
+	} `json:"patches,omitempty"`
 }
 
 var (
@@ -361,4 +371,70 @@ func deploymentMessageTimeout(t *testing.T) time.Duration {
 		t.Fatal(err)
 	}
 	return d
+}
+
+// overlayDeployment applies an overlay kustomization's JSON patches
+// (RFC 6902, as kustomize does for a patch that is a list of operations)
+// to the base Deployment and decodes the result strictly.
+func overlayDeployment(b []byte, dep *appsv1.Deployment) (*appsv1.Deployment, error) {
+	var k kustomization
+	if err := strictYAML(b, &k); err != nil {
+		return nil, err
+	}
+	if !slices.Equal(k.Resources, []string{".."}) || len(k.Patches) == 0 {
+		return nil, fmt.Errorf("want resources [..] and patches, got %q and %d patches", k.Resources, len(k.Patches))
+	}
+	doc, err := json.Marshal(dep)
+	if err != nil {
+		return nil, err
+	}
+	for i, p := range k.Patches {
+		if p.Target == nil || p.Target.Kind != "Deployment" || p.Target.Name != dep.Name {
+			return nil, fmt.Errorf("patch %d: target %+v, want the Deployment %s", i, p.Target, dep.Name)
+		}
+		ops, err := yaml.YAMLToJSONStrict([]byte(p.Patch))
+		if err != nil {
+			return nil, fmt.Errorf("patch %d: %w", i, err)
+		}
+		patch, err := jsonpatch.DecodePatch(ops)
+		if err != nil {
+			return nil, fmt.Errorf("patch %d: %w", i, err)
+		}
+		if doc, err = patch.Apply(doc); err != nil {
+			return nil, fmt.Errorf("patch %d: %w", i, err)
+		}
+	}
+	patched := &appsv1.Deployment{}
+	if err := strictJSON(doc, patched); err != nil {
+		return nil, fmt.Errorf("patched Deployment: %w", err)
+	}
+	return patched, nil
+}
+
+// TestKubernetesTLSOverlay checks deploy/kubernetes/tls: the patched
+// Deployment's certificate and key flags point into the mounted Secret, and
+// the binary accepts its arguments.
+func TestKubernetesTLSOverlay(t *testing.T) {
+	_, objs := kubernetesObjects(t)
+	patched, err := overlayDeployment(readFile(t, "deploy/kubernetes/tls/kustomization.yaml"), only[*appsv1.Deployment](t, objs))
+	if err != nil {
+		t.Fatalf("deploy/kubernetes/tls: %v", err)
+	}
+	c := patched.Spec.Template.Spec.Containers[0]
+	checkFlags(t, c.Args)
+	secrets := map[string]string{} // mount path -> Secret
+	for _, m := range c.VolumeMounts {
+		for _, v := range patched.Spec.Template.Spec.Volumes {
+			if v.Name == m.Name && v.Secret != nil {
+				secrets[m.MountPath] = v.Secret.SecretName
+			}
+		}
+	}
+	for flag, key := range map[string]string{"cert": corev1.TLSCertKey, "key": corev1.TLSPrivateKeyKey} {
+		v, _ := flagValue(c.Args, flag)
+		dir, file := filepath.Split(v)
+		if secrets[strings.TrimSuffix(dir, "/")] == "" || file != key {
+			t.Errorf("--%s=%s is not the %s of a mounted kubernetes.io/tls Secret", flag, v, key)
+		}
+	}
 }

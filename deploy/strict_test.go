@@ -6,6 +6,7 @@ import (
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	"google.golang.org/protobuf/proto"
+	appsv1 "k8s.io/api/apps/v1"
 )
 
 // TestValidatorsAreStrict proves that each decoder the manifest tests use
@@ -15,6 +16,9 @@ import (
 func TestValidatorsAreStrict(t *testing.T) {
 	kube := func(b []byte) error { _, err := decodeObjects(b); return err }
 	kust := func(b []byte) error { return strictYAML(b, &kustomization{}) }
+	_, kobjs := kubernetesObjects(t)
+	base := only[*appsv1.Deployment](t, kobjs)
+	overlay := func(b []byte) error { _, err := overlayDeployment(b, base); return err }
 	envoy := func(b []byte) error { return protoYAML(b, &bootstrapv3.Bootstrap{}) }
 	gcp := func(m func() proto.Message) func([]byte) error {
 		return func(b []byte) error { return decodeGCP(b, m()) }
@@ -38,6 +42,8 @@ func TestValidatorsAreStrict(t *testing.T) {
 		{"HorizontalPodAutoscaler field", "deploy/kubernetes/horizontalpodautoscaler.yaml", nil, kube, "averageUtilization:", "averageUtilisation:"},
 		{"HorizontalPodAutoscaler apiVersion", "deploy/kubernetes/horizontalpodautoscaler.yaml", nil, kube, "autoscaling/v2", "autoscaling/v3"},
 		{"Kustomization field", "deploy/kubernetes/kustomization.yaml", nil, kust, "resources:", "resource:"},
+		{"TLS overlay patch value field", "deploy/kubernetes/tls/kustomization.yaml", nil, overlay, "mountPath:", "mountPth:"},
+		{"TLS overlay patch path", "deploy/kubernetes/tls/kustomization.yaml", nil, overlay, "/volumeMounts/-", "/volumeMount/-"},
 		{"Envoy bootstrap field", "docs/configs/envoy/envoy-http.yaml", nil, envoy, "connect_timeout:", "connect_timout:"},
 		{"Envoy field inside typed_config", "docs/configs/envoy/envoy-http.yaml", nil, envoy, "allow_mode_override:", "allow_mode_overide:"},
 		{"Envoy typed_config type", "docs/configs/envoy/envoy-http.yaml", nil, envoy, "v3.ExternalProcessor", "v3.ExternalProcesor"},
