@@ -16,7 +16,10 @@ func main() {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP) // reloads the plugin
 	if err := runWithReload(ctx, os.Args[1:], os.Stdout, os.Stderr, hup); err != nil {
+		// Status 2 for a mistake on the command line, as the flag
+		// package's own ExitOnError has it; 1 for everything else.
 		fmt.Fprintln(os.Stderr, "wasm-callout:", err)
-		os.Exit(1)
+		stop()
+		os.Exit(exitCode(err))
 	}
 }

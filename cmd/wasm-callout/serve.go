@@ -62,18 +62,15 @@ type serveConfig struct {
 	clusterName, clusterMetadata                      string
 }
 
-func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
+func serveFlags(stdout io.Writer) (*flag.FlagSet, *serveConfig) {
 	c := &serveConfig{}
-	fs := flag.NewFlagSet("wasm-callout", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "Usage: wasm-callout [serve] --plugin PLUGIN.wasm [flags]\n"+
-			"       wasm-callout build [flags] DIR   (see wasm-callout build -h)\n\n"+
-			"Serves a proxy-wasm plugin as an Envoy ext_proc (envoy.service.ext_proc.v3.ExternalProcessor) gRPC service,\n"+
-			"and its TCP context as a network_ext_proc (envoy.service.network_ext_proc.v3.NetworkExternalProcessor) one,\n"+
-			"on the same ports.\n\nFlags:")
-		fs.PrintDefaults()
-	}
+	fs := newFlagSet("wasm-callout", stdout, "Usage: wasm-callout [serve] --plugin PLUGIN.wasm [flags]\n"+
+		"       wasm-callout build [flags] DIR   (see wasm-callout build -h)\n"+
+		"       wasm-callout inspect [--json] PLUGIN.wasm\n"+
+		"       wasm-callout version [--json]\n\n"+
+		"Serves a proxy-wasm plugin as an Envoy ext_proc (envoy.service.ext_proc.v3.ExternalProcessor) gRPC service,\n"+
+		"and its TCP context as a network_ext_proc (envoy.service.network_ext_proc.v3.NetworkExternalProcessor) one,\n"+
+		"on the same ports.\n\nFlags:")
 	fs.StringVar(&c.plugin, "plugin", "", "path of the proxy-wasm plugin (.wasm) to serve (required)")
 	fs.StringVar(&c.pluginConfig, "plugin-config", "", "plugin configuration (proxy_on_configure): a string, or @FILE to read it from FILE")
 	fs.StringVar(&c.vmConfig, "vm-config", "", "VM configuration (proxy_on_vm_start): a string, or @FILE")
@@ -110,7 +107,7 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 		"following symlinks afresh each time (Kubernetes ConfigMaps); 0 turns polling off. SIGHUP and POST /reload on --health-addr reload too")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", server.DefaultDrainTimeout, "after a reload, how long requests already running may finish "+
 		"on the replaced plugin before they get the failure policy")
-	fs.StringVar(&c.failurePolicy, "failure-policy", "fail-closed", "when the plugin fails (trap, timeout, memory) or has no healthy instance: "+
+	enumVar(fs, &c.failurePolicy, "failure-policy", "fail-closed", []string{"fail-closed", "fail-open"}, "when the plugin fails (trap, timeout, memory) or has no healthy instance: "+
 		"fail-closed answers with --failure-status, fail-open lets the request continue without the plugin")
 	fs.UintVar(&c.failureStatus, "failure-status", 500, "HTTP status of the fail-closed response")
 	fs.BoolVar(&c.modeOverride, "mode-override", true, "ask Envoy (mode_override) for BUFFERED bodies when the plugin has body callbacks "+
@@ -120,8 +117,11 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.Func("client", "the ext_proc client: auto (tell each stream: a proxyless gRPC client sends flow_control_init), envoy "+
 		"(header values in raw_value) or grpc (gRFC A93: values in value, -bin values as bytes in raw_value); default auto", func(v string) error {
 		cl, err := server.ParseClient(v)
+		if err != nil {
+			return errors.New("want auto, envoy or grpc")
+		}
 		c.client = cl
-		return err
+		return nil
 	})
 	fs.BoolVar(&c.allowRouting, "allow-routing-mutations", false, "send changes to host, :authority, :scheme and :method (only if the filter's mutation_rules.allow_all_routing is true)")
 	fs.BoolVar(&c.allowEnvoy, "allow-envoy-mutations", false, "send changes to x-envoy-* headers (only if the filter's mutation_rules.allow_envoy is true)")
@@ -143,16 +143,23 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 		"end a stream that receives no message for this long (UNAVAILABLE); Envoy's stream_idle_timeout default; negative: never")
 	fs.StringVar(&c.nodeMetadata, "node-metadata", "", "Envoy's bootstrap node (envoy.config.core.v3.Node: id, cluster, metadata, locality…) "+
 		"as YAML or JSON, @FILE or inline, read at start: the node and xds.node properties in every context, proxy_on_configure included")
-	fs.StringVar(&c.listenerDirection, "listener-direction", "", "inbound, outbound or unspecified: the listener_direction "+
-		"(xds.listener_direction) property in every context; empty: none")
+	fs.Func("listener-direction", "inbound, outbound or unspecified: the listener_direction "+
+		"(xds.listener_direction) property in every context; default: none", func(v string) error {
+		if _, err := host.ParseTrafficDirection(v); err != nil {
+			return errors.New("want inbound, outbound or unspecified")
+		}
+		c.listenerDirection = v
+		return nil
+	})
 	fs.StringVar(&c.listenerMetadata, "listener-metadata", "", "the listener's metadata (envoy.config.core.v3.Metadata, "+
 		"filter_metadata: {NAMESPACE: {...}}) as YAML or JSON, @FILE or inline: listener_metadata in every context")
 	fs.StringVar(&c.clusterName, "cluster-name", "", "upstream cluster name: cluster_name (xds.cluster_name) for streams whose "+
 		"Envoy does not send it as an attribute")
 	fs.StringVar(&c.clusterMetadata, "cluster-metadata", "", "upstream cluster metadata (envoy.config.core.v3.Metadata) as YAML or JSON, "+
 		"@FILE or inline: cluster_metadata for streams")
-	fs.StringVar(&c.logLevel, "log-level", "info", "log level: trace, debug, info, warn or error (plugin log levels map onto these)")
-	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
+	enumVar(fs, &c.logLevel, "log-level", "info", []string{"trace", "debug", "info", "warn", "error"},
+		"log level: trace, debug, info, warn or error (plugin log levels map onto these)")
+	enumVar(fs, &c.logFormat, "log-format", "text", []string{"text", "json"}, "log format: text, or json (every line on stdout and stderr a JSON object)")
 	return fs, c
 }
 
@@ -164,19 +171,19 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, hup <-c
 	if len(args) > 0 && args[0] == "serve" {
 		args = args[1:]
 	}
-	fs, c := serveFlags(stderr)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
+	fs, c := serveFlags(stdout)
+	if err := parseFlags(fs, args); err != nil {
+		if errors.Is(err, errHelpShown) {
 			return nil
 		}
 		return err
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q (flags only)", fs.Arg(0))
+		return usagef("unexpected argument %q (flags only; see wasm-callout -h)", fs.Arg(0))
 	}
 	hc, err := c.hostConfig()
 	if err != nil {
-		return err
+		return usageError{err}
 	}
 	logger, err := newLogger(stderr, c.logLevel, c.logFormat)
 	if err != nil {
