@@ -2,14 +2,11 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -198,25 +195,33 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, hup <-c
 		}
 	}
 	hc.Logger = logger
-	tlsConf, err := c.tlsConfig()
+	tlsConf, err := c.tlsConfig(logger)
+	if err != nil {
+		return usageError{err}
+	}
+	// Every listener is bound before the plugin compiles (listeners.go).
+	ls, err := c.listenPlan(fs, tlsConf, logger)
 	if err != nil {
 		return err
+	}
+	if err := ls.bind(); err != nil {
+		return err
+	}
+	defer ls.close()
+	announceTo := stdout
+	if c.logFormat == "json" {
+		announceTo = nil // stdout carries JSON only
 	}
 
 	// Liveness answers while the plugin loads; readiness once it serves.
 	// The admin endpoints (POST /reload, GET /plugin) share the address.
 	rl := newReloader(ctx, c, logger)
 	var srvp atomic.Pointer[server.Server]
-	var healthSrv *http.Server
-	if c.healthAddr != "" {
-		lis, err := net.Listen("tcp", c.healthAddr)
-		if err != nil {
-			return fmt.Errorf("health listener: %w", err)
-		}
-		healthSrv = &http.Server{Handler: healthHandler(&srvp, rl.routes), ReadHeaderTimeout: 5 * time.Second}
+	if lis := ls.get("health"); lis != nil {
+		healthSrv := &http.Server{Handler: healthHandler(&srvp, rl.routes), ReadHeaderTimeout: 5 * time.Second}
 		go healthSrv.Serve(lis)
 		defer healthSrv.Close()
-		listening(stdout, logger, "health", lis.Addr())
+		ls.announce(announceTo, logger, "health")
 	}
 
 	upstreams, err := host.NewUpstreams(c.upstreams)
@@ -271,15 +276,16 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, hup <-c
 
 	var servers []*grpc.Server
 	errc := make(chan error, 2)
-	// The listening lines are printed once readiness can answer, so that
-	// whoever waits for them finds the server ready.
-	var bound []func()
-	listen := func(kind, addr string, opts ...grpc.ServerOption) error {
-		lis, err := net.Listen("tcp", addr)
-		if err != nil {
-			return fmt.Errorf("%s listener: %w", kind, err)
+	for _, kind := range []string{"grpc", "grpc-tls"} {
+		lis := ls.get(kind)
+		if lis == nil {
+			continue
 		}
-		g := grpc.NewServer(append(server.GRPCServerOptions(c.limits), opts...)...)
+		opts := server.GRPCServerOptions(c.limits)
+		if kind == "grpc-tls" {
+			opts = append(opts, grpc.Creds(credentials.NewTLS(tlsConf)))
+		}
+		g := grpc.NewServer(opts...)
 		srv.Register(g)
 		servers = append(servers, g)
 		go func() {
@@ -287,33 +293,13 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, hup <-c
 				errc <- fmt.Errorf("%s server: %w", kind, err)
 			}
 		}()
-		bound = append(bound, func() { listening(stdout, logger, kind, lis.Addr()) })
-		return nil
-	}
-	stopAll := func() {
-		for _, g := range servers {
-			g.Stop()
-		}
-	}
-	if c.addr != "" {
-		if err := listen("grpc", c.addr); err != nil {
-			return err
-		}
-	}
-	if tlsConf != nil && c.tlsAddr != "" {
-		if err := listen("grpc-tls", c.tlsAddr, grpc.Creds(credentials.NewTLS(tlsConf))); err != nil {
-			stopAll()
-			return err
-		}
-	}
-	if len(servers) == 0 {
-		return errors.New("no gRPC listener: set --addr, or --tls-addr with --cert and --key")
 	}
 	srvp.Store(srv)
 	rl.serving(srv)
-	for _, say := range bound {
-		say()
-	}
+	// The listening lines are printed once readiness can answer, so that
+	// whoever waits for them finds the server ready.
+	ls.announce(announceTo, logger, "grpc")
+	ls.announce(announceTo, logger, "grpc-tls")
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	watchDone := make(chan struct{})
 	go func() {
@@ -396,11 +382,6 @@ func gracefulStop(servers []*grpc.Server, timeout time.Duration, logger *slog.Lo
 		}
 		<-done
 	}
-}
-
-func listening(stdout io.Writer, logger *slog.Logger, kind string, addr net.Addr) {
-	fmt.Fprintf(stdout, "wasm-callout: listening %s %s\n", kind, addr)
-	logger.Info("listening", "kind", kind, "addr", addr.String())
 }
 
 // healthHandler serves /healthz (200 while the process can make progress:
@@ -580,82 +561,6 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
 	return nil, fmt.Errorf("--log-format %q: want text or json", format)
-}
-
-// tlsConfig builds the TLS server configuration, or nil without --cert.
-func (c *serveConfig) tlsConfig() (*tls.Config, error) {
-	if c.cert == "" && c.key == "" {
-		if c.clientCA != "" {
-			return nil, errors.New("--client-ca needs --cert and --key")
-		}
-		return nil, nil
-	}
-	if c.cert == "" || c.key == "" {
-		return nil, errors.New("--cert and --key go together")
-	}
-	kp := &keyPair{cert: c.cert, key: c.key}
-	if _, err := kp.get(); err != nil {
-		return nil, err
-	}
-	conf := &tls.Config{
-		MinVersion:     tls.VersionTLS12,
-		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return kp.get() },
-	}
-	if c.clientCA != "" {
-		pem, err := os.ReadFile(c.clientCA)
-		if err != nil {
-			return nil, fmt.Errorf("--client-ca: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("--client-ca %s: no PEM certificate found", c.clientCA)
-		}
-		conf.ClientCAs = pool
-		conf.ClientAuth = tls.RequireAndVerifyClientCert
-	}
-	return conf, nil
-}
-
-// keyPair serves a certificate and key from files, reloading them when
-// either file's modification time changes (certificate rotation without a
-// restart). A reload that fails keeps the previous pair.
-type keyPair struct {
-	cert, key string
-
-	mu         sync.Mutex
-	cur        *tls.Certificate
-	certMod    time.Time
-	keyMod     time.Time
-	lastChecks time.Time
-}
-
-func (k *keyPair) get() (*tls.Certificate, error) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if k.cur != nil && time.Since(k.lastChecks) < time.Second {
-		return k.cur, nil
-	}
-	k.lastChecks = time.Now()
-	ci, err1 := os.Stat(k.cert)
-	ki, err2 := os.Stat(k.key)
-	if err := errors.Join(err1, err2); err != nil {
-		if k.cur != nil {
-			return k.cur, nil
-		}
-		return nil, fmt.Errorf("TLS key pair: %w", err)
-	}
-	if k.cur != nil && ci.ModTime().Equal(k.certMod) && ki.ModTime().Equal(k.keyMod) {
-		return k.cur, nil
-	}
-	pair, err := tls.LoadX509KeyPair(k.cert, k.key)
-	if err != nil {
-		if k.cur != nil {
-			return k.cur, nil
-		}
-		return nil, fmt.Errorf("TLS key pair: %w", err)
-	}
-	k.cur, k.certMod, k.keyMod = &pair, ci.ModTime(), ki.ModTime()
-	return k.cur, nil
 }
 
 // byteSize is a flag.Value for a byte count with an optional binary suffix
