@@ -4,13 +4,18 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
+
+	"google.golang.org/grpc/grpclog"
 )
 
 func main() {
+	// Before any gRPC: grpc-go's own log joins the serve command's.
+	grpclog.SetLoggerV2(grpcLogTo{})
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	hup := make(chan os.Signal, 1)
@@ -18,7 +23,9 @@ func main() {
 	if err := runWithReload(ctx, os.Args[1:], os.Stdout, os.Stderr, hup); err != nil {
 		// Status 2 for a mistake on the command line, as the flag
 		// package's own ExitOnError has it; 1 for everything else.
-		fmt.Fprintln(os.Stderr, "wasm-callout:", err)
+		if !errors.As(err, new(loggedError)) {
+			fmt.Fprintln(os.Stderr, "wasm-callout:", err)
+		}
 		stop()
 		os.Exit(exitCode(err))
 	}

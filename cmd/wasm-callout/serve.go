@@ -20,7 +20,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
-	"github.com/wasm-callout/wasm-callout/abi"
 	"github.com/wasm-callout/wasm-callout/host"
 	"github.com/wasm-callout/wasm-callout/server"
 )
@@ -178,13 +177,19 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, hup <-c
 	if fs.NArg() > 0 {
 		return usagef("unexpected argument %q (flags only; see wasm-callout -h)", fs.Arg(0))
 	}
-	hc, err := c.hostConfig()
+	logger, err := newLogger(stderr, c.logLevel, c.logFormat)
 	if err != nil {
 		return usageError{err}
 	}
-	logger, err := newLogger(stderr, c.logLevel, c.logFormat)
+	grpcLogger.Store(logger)
+	return logExit(logger, c.logFormat, serveWith(ctx, fs, c, logger, stdout, hup))
+}
+
+// serveWith is serve once the flags are parsed and the logger made.
+func serveWith(ctx context.Context, fs *flag.FlagSet, c *serveConfig, logger *slog.Logger, stdout io.Writer, hup <-chan os.Signal) error {
+	hc, err := c.hostConfig()
 	if err != nil {
-		return err
+		return usageError{err}
 	}
 	if !flagSet(fs, "compilation-cache") && hc.CompilationCacheDir != "" {
 		// The default cache is a convenience: a read-only or home-less
@@ -218,7 +223,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, hup <-c
 	rl := newReloader(ctx, c, logger)
 	var srvp atomic.Pointer[server.Server]
 	if lis := ls.get("health"); lis != nil {
-		healthSrv := &http.Server{Handler: healthHandler(&srvp, rl.routes), ReadHeaderTimeout: 5 * time.Second}
+		healthSrv := &http.Server{Handler: healthHandler(&srvp, rl.routes), ReadHeaderTimeout: 5 * time.Second,
+			ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
 		go healthSrv.Serve(lis)
 		defer healthSrv.Close()
 		ls.announce(announceTo, logger, "health")
@@ -535,32 +541,6 @@ func stringOrFile(flagName, v string) ([]byte, error) {
 		return nil, nil
 	}
 	return []byte(v), nil
-}
-
-func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
-	var l slog.Level
-	switch level {
-	case "trace":
-		l = host.LogLevelToSlog(abi.LogTrace)
-	case "debug":
-		l = slog.LevelDebug
-	case "info":
-		l = slog.LevelInfo
-	case "warn":
-		l = slog.LevelWarn
-	case "error":
-		l = slog.LevelError
-	default:
-		return nil, fmt.Errorf("--log-level %q: want trace, debug, info, warn or error", level)
-	}
-	opts := &slog.HandlerOptions{Level: l}
-	switch format {
-	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
-	}
-	return nil, fmt.Errorf("--log-format %q: want text or json", format)
 }
 
 // byteSize is a flag.Value for a byte count with an optional binary suffix
