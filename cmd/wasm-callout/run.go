@@ -26,10 +26,6 @@ func runWithReload(ctx context.Context, args []string, stdout, stderr io.Writer,
 			return inspect(ctx, args[1:], stdout, stderr)
 		case "version":
 			return version(args[1:], stdout)
-		case "--version", "-version":
-			if len(args) == 1 {
-				return printVersion(stdout, false)
-			}
 		case "help":
 			// "help CMD" is "CMD -h"; "help" alone is the serve usage,
 			// which lists the commands.

@@ -50,6 +50,7 @@ type serveConfig struct {
 	allowEnvoy        bool
 
 	logLevel, logFormat string
+	version             bool
 
 	limits server.Limits
 	client server.Client
@@ -156,6 +157,7 @@ func serveFlags(stdout io.Writer) (*flag.FlagSet, *serveConfig) {
 	enumVar(fs, &c.logLevel, "log-level", "info", []string{"trace", "debug", "info", "warn", "error"},
 		"log level: trace, debug, info, warn or error (plugin log levels map onto these)")
 	enumVar(fs, &c.logFormat, "log-format", "text", []string{"text", "json"}, "log format: text, or json (every line on stdout and stderr a JSON object)")
+	fs.BoolVar(&c.version, "version", false, "print the version (as the version command does) and exit")
 	return fs, c
 }
 
@@ -176,6 +178,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, hup <-c
 	}
 	if fs.NArg() > 0 {
 		return usagef("unexpected argument %q (flags only; see wasm-callout -h)", fs.Arg(0))
+	}
+	if c.version {
+		return printVersion(stdout, false)
 	}
 	logger, err := newLogger(stderr, c.logLevel, c.logFormat)
 	if err != nil {
