@@ -22,8 +22,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/wasm-callout/wasm-callout/host"
@@ -257,25 +255,11 @@ func TestRunMutualTLS(t *testing.T) {
 		"--tls-addr", "127.0.0.1:0", "--cert", write("srv.pem", certPEM(srvCert)), "--key", write("srv.key", keyPEM(t, srvKey)),
 		"--client-ca", write("ca.pem", certPEM(ca)))
 
-	pool := x509.NewCertPool()
-	pool.AddCert(ca)
-	dial := func(certs []tls.Certificate) error {
-		creds := credentials.NewTLS(&tls.Config{RootCAs: pool, Certificates: certs, ServerName: "127.0.0.1"})
-		conn, err := grpc.NewClient(addrs["grpc-tls"], grpc.WithTransportCredentials(creds))
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_, err = healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
-		return err
-	}
 	client := tls.Certificate{Certificate: [][]byte{cliCert.Raw}, PrivateKey: cliKey}
-	if err := dial([]tls.Certificate{client}); err != nil {
+	if err := mtlsCheck(addrs["grpc-tls"], ca, &client); err != nil {
 		t.Errorf("client with a certificate from the CA: %v", err)
 	}
-	if err := dial(nil); err == nil {
+	if err := mtlsCheck(addrs["grpc-tls"], ca, nil); err == nil {
 		t.Error("client without a certificate was served")
 	}
 }
