@@ -123,19 +123,18 @@ type logWriter struct {
 	truncated bool   // the stack passed maxLogBytes
 }
 
-// crashStarts begin the crash reports of the runtimes that write them
-// through WASI: Go's (panic, and fatal error for out of memory, deadlock
-// and corrupt state) and TinyGo's (panic). What follows up to the end of
-// the call is the report: goroutine headers, frames, "[recovered]" chains.
-var crashStarts = [][]byte{[]byte("panic: "), []byte("fatal error: ")}
-
+// crashStart reports whether line begins the crash report of a runtime
+// that writes one through WASI: Go's (panic, and fatal error for out of
+// memory, deadlock and corrupt state), TinyGo's (panic) and Rust's default
+// panic hook ("thread 'main' panicked at src/lib.rs:3:5:"; the proxy-wasm
+// SDK's own hook uses proxy_log instead, one record already). What follows
+// up to the end of the call is the report: goroutine headers, frames,
+// "[recovered]" chains, Rust's message and backtrace note.
 func crashStart(line []byte) bool {
-	for _, p := range crashStarts {
-		if bytes.HasPrefix(line, p) {
-			return true
-		}
+	if bytes.HasPrefix(line, []byte("panic: ")) || bytes.HasPrefix(line, []byte("fatal error: ")) {
+		return true
 	}
-	return false
+	return bytes.HasPrefix(line, []byte("thread '")) && bytes.Contains(line, []byte("' panicked at "))
 }
 
 func (w *logWriter) Write(p []byte) (int, error) {

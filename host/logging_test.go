@@ -129,6 +129,8 @@ func TestLogWriterCrashReport(t *testing.T) {
 			[]string{"ERROR panic: a [recovered] | panic: b\n\ngoroutine 1 [running]:"}},
 		{"report without a last newline", []string{"panic: x\nframe"}, []string{"ERROR panic: x | frame"}},
 		{"tinygo one-line panic", []string{"panic: runtime error: index out of range\n"}, []string{"ERROR panic: runtime error: index out of range | "}},
+		{"rust default hook", []string{"thread 'main' panicked at src/lib.rs:3:5:\nboom\nnote: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n"},
+			[]string{"ERROR thread 'main' panicked at src/lib.rs:3:5: | boom\nnote: run with `RUST_BACKTRACE=1` environment variable to display a backtrace"}},
 		{"not at a line start", []string{"no panic: here\n"}, []string{"ERROR no panic: here | "}},
 	}
 	for _, tc := range tests {
