@@ -4,12 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
 	"text/tabwriter"
 
 	"github.com/wasm-callout/wasm-callout/host"
+	"github.com/wasm-callout/wasm-callout/internal/cliflags"
 )
 
 // inspect prints what the host learns about a plugin before running it:
@@ -17,18 +19,18 @@ import (
 // import and how it is served, and every callback. It fails, after
 // printing, when the plugin would not load.
 func inspect(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("inspect", stdout, "Usage: wasm-callout inspect [--json] PLUGIN.wasm\n\n"+
+	fs := cliflags.NewFlagSet("wasm-callout inspect", stdout, "Usage: wasm-callout inspect [--json] PLUGIN.wasm\n\n"+
 		"Prints what the host learns about a plugin before running it: toolchain, ABI, allocator, entry points,\n"+
 		"every import and how it is served, every callback. Exits 1 when the plugin would not load.\n\nFlags:")
 	asJSON := fs.Bool("json", false, "print one JSON object (with \"error\" when the plugin would not load)")
-	if err := parseFlags(fs, args); err != nil {
-		if errors.Is(err, errHelpShown) {
+	if err := cliflags.Parse(fs, args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
 		return err
 	}
 	if fs.NArg() != 1 {
-		return usagef("inspect takes one .wasm file (see wasm-callout inspect -h)")
+		return cliflags.Usagef("inspect takes one .wasm file (see wasm-callout inspect -h)")
 	}
 	wasm, err := os.ReadFile(fs.Arg(0))
 	if err != nil {

@@ -8,6 +8,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+
+	"github.com/wasm-callout/wasm-callout/internal/cliflags"
 )
 
 // Every listener is bound before the plugin compiles, which can take
@@ -58,9 +60,9 @@ func (c *serveConfig) listenPlan(fs *flag.FlagSet, tlsConf *tls.Config, logger *
 	}
 	if plain == "" && tlsAddr == "" {
 		if c.clientCA != "" {
-			return nil, usagef("no gRPC listener: --tls-addr is empty, and with --client-ca the plaintext --addr is off unless given explicitly")
+			return nil, cliflags.Usagef("no gRPC listener: --tls-addr is empty, and with --client-ca the plaintext --addr is off unless given explicitly")
 		}
-		return nil, usagef("no gRPC listener: set --addr, or --tls-addr with --cert and --key")
+		return nil, cliflags.Usagef("no gRPC listener: set --addr, or --tls-addr with --cert and --key")
 	}
 	return listeners{
 		{flag: "--health-addr", kind: "health", security: securityPlaintext, addr: c.healthAddr},

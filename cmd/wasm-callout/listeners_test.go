@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/wasm-callout/wasm-callout/internal/cliflags"
 	"github.com/wasm-callout/wasm-callout/internal/testplugins"
 	"github.com/wasm-callout/wasm-callout/internal/testutil"
 )
@@ -56,8 +57,8 @@ func TestListenersBoundBeforeCompile(t *testing.T) {
 			if want := flag + " " + busy + ": cannot listen: bind: address already in use"; err.Error() != want {
 				t.Errorf("error %q, want %q", err, want)
 			}
-			if exitCode(err) != 1 {
-				t.Errorf("exit status %d, want 1 (not a usage mistake)", exitCode(err))
+			if cliflags.ExitCode(err) != 1 {
+				t.Errorf("exit status %d, want 1 (not a usage mistake)", cliflags.ExitCode(err))
 			}
 			if strings.Contains(logs.String(), "loading plugin") {
 				t.Errorf("the plugin was loaded before the listeners were bound:\n%s", logs.String())

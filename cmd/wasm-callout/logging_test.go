@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/wasm-callout/wasm-callout/host"
+	"github.com/wasm-callout/wasm-callout/internal/cliflags"
 	"github.com/wasm-callout/wasm-callout/internal/testplugins"
 	"github.com/wasm-callout/wasm-callout/internal/testutil"
 	"github.com/wasm-callout/wasm-callout/server/envoytest"
@@ -156,8 +157,8 @@ func TestJSONLogsExitError(t *testing.T) {
 		var stdout, stderr bytes.Buffer
 		args := append([]string{"--plugin", edgePlugin, "--log-format", "json", "--health-addr", ""}, tc.args...)
 		err := run(context.Background(), args, &stdout, &stderr)
-		if err == nil || !errors.As(err, new(loggedError)) || exitCode(err) != tc.status {
-			t.Errorf("%q: %v (logged %v), status %d; want a logged error, status %d", tc.args, err, errors.As(err, new(loggedError)), exitCode(err), tc.status)
+		if err == nil || !errors.As(err, new(loggedError)) || cliflags.ExitCode(err) != tc.status {
+			t.Errorf("%q: %v (logged %v), status %d; want a logged error, status %d", tc.args, err, errors.As(err, new(loggedError)), cliflags.ExitCode(err), tc.status)
 		}
 		recs := jsonLines(t, "stderr", stderr.String())
 		if len(recs) == 0 || recs[len(recs)-1]["msg"] != "exiting" || recs[len(recs)-1]["err"] != err.Error() {

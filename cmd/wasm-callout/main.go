@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/wasm-callout/wasm-callout/internal/cliflags"
 	"google.golang.org/grpc/grpclog"
 )
 
@@ -27,6 +28,6 @@ func main() {
 			fmt.Fprintln(os.Stderr, "wasm-callout:", err)
 		}
 		stop()
-		os.Exit(exitCode(err))
+		os.Exit(cliflags.ExitCode(err))
 	}
 }

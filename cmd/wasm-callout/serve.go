@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/wasm-callout/wasm-callout/host"
+	"github.com/wasm-callout/wasm-callout/internal/cliflags"
 	"github.com/wasm-callout/wasm-callout/server"
 )
 
@@ -61,7 +62,7 @@ type serveConfig struct {
 
 func serveFlags(stdout io.Writer) (*flag.FlagSet, *serveConfig) {
 	c := &serveConfig{}
-	fs := newFlagSet("wasm-callout", stdout, "Usage: wasm-callout [serve] --plugin PLUGIN.wasm [flags]\n"+
+	fs := cliflags.NewFlagSet("wasm-callout", stdout, "Usage: wasm-callout [serve] --plugin PLUGIN.wasm [flags]\n"+
 		"       wasm-callout build [flags] DIR   (see wasm-callout build -h)\n"+
 		"       wasm-callout inspect [--json] PLUGIN.wasm\n"+
 		"       wasm-callout version [--json]\n\n"+
@@ -104,7 +105,7 @@ func serveFlags(stdout io.Writer) (*flag.FlagSet, *serveConfig) {
 		"following symlinks afresh each time (Kubernetes ConfigMaps); 0 turns polling off. SIGHUP and POST /reload on --health-addr reload too")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", server.DefaultDrainTimeout, "after a reload, how long requests already running may finish "+
 		"on the replaced plugin before they get the failure policy")
-	enumVar(fs, &c.failurePolicy, "failure-policy", "fail-closed", []string{"fail-closed", "fail-open"}, "when the plugin fails (trap, timeout, memory) or has no healthy instance: "+
+	cliflags.EnumVar(fs, &c.failurePolicy, "failure-policy", "fail-closed", []string{"fail-closed", "fail-open"}, "when the plugin fails (trap, timeout, memory) or has no healthy instance: "+
 		"fail-closed answers with --failure-status, fail-open lets the request continue without the plugin")
 	fs.UintVar(&c.failureStatus, "failure-status", 500, "HTTP status of the fail-closed response")
 	fs.BoolVar(&c.modeOverride, "mode-override", true, "ask Envoy (mode_override) for BUFFERED bodies when the plugin has body callbacks "+
@@ -154,9 +155,9 @@ func serveFlags(stdout io.Writer) (*flag.FlagSet, *serveConfig) {
 		"Envoy does not send it as an attribute")
 	fs.StringVar(&c.clusterMetadata, "cluster-metadata", "", "upstream cluster metadata (envoy.config.core.v3.Metadata) as YAML or JSON, "+
 		"@FILE or inline: cluster_metadata for streams")
-	enumVar(fs, &c.logLevel, "log-level", "info", []string{"trace", "debug", "info", "warn", "error"},
+	cliflags.EnumVar(fs, &c.logLevel, "log-level", "info", []string{"trace", "debug", "info", "warn", "error"},
 		"log level: trace, debug, info, warn or error (plugin log levels map onto these)")
-	enumVar(fs, &c.logFormat, "log-format", "text", []string{"text", "json"}, "log format: text, or json (every line on stdout and stderr a JSON object)")
+	cliflags.EnumVar(fs, &c.logFormat, "log-format", "text", []string{"text", "json"}, "log format: text, or json (every line on stdout and stderr a JSON object)")
 	fs.BoolVar(&c.version, "version", false, "print the version (as the version command does) and exit")
 	return fs, c
 }
@@ -170,21 +171,21 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, hup <-c
 		args = args[1:]
 	}
 	fs, c := serveFlags(stdout)
-	if err := parseFlags(fs, args); err != nil {
-		if errors.Is(err, errHelpShown) {
+	if err := cliflags.Parse(fs, args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
 		return err
 	}
 	if fs.NArg() > 0 {
-		return usagef("unexpected argument %q (flags only; see wasm-callout -h)", fs.Arg(0))
+		return cliflags.Usagef("unexpected argument %q (flags only; see wasm-callout -h)", fs.Arg(0))
 	}
 	if c.version {
 		return printVersion(stdout, false)
 	}
 	logger, err := newLogger(stderr, c.logLevel, c.logFormat)
 	if err != nil {
-		return usageError{err}
+		return cliflags.AsUsage(err)
 	}
 	grpcLogger.Store(logger)
 	return logExit(logger, c.logFormat, serveWith(ctx, fs, c, logger, stdout, hup))
@@ -194,7 +195,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, hup <-c
 func serveWith(ctx context.Context, fs *flag.FlagSet, c *serveConfig, logger *slog.Logger, stdout io.Writer, hup <-chan os.Signal) error {
 	hc, err := c.hostConfig()
 	if err != nil {
-		return usageError{err}
+		return cliflags.AsUsage(err)
 	}
 	if !flagSet(fs, "compilation-cache") && hc.CompilationCacheDir != "" {
 		// The default cache is a convenience: a read-only or home-less
@@ -207,7 +208,7 @@ func serveWith(ctx context.Context, fs *flag.FlagSet, c *serveConfig, logger *sl
 	hc.Logger = logger
 	tlsConf, err := c.tlsConfig(logger)
 	if err != nil {
-		return usageError{err}
+		return cliflags.AsUsage(err)
 	}
 	// Every listener is bound before the plugin compiles (listeners.go).
 	ls, err := c.listenPlan(fs, tlsConf, logger)

@@ -3,11 +3,14 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"runtime"
 	"runtime/debug"
 	"strings"
+
+	"github.com/wasm-callout/wasm-callout/internal/cliflags"
 )
 
 // wazeroModule is the module whose version the build info reports as the
@@ -97,17 +100,17 @@ func (v versionInfo) String() string {
 
 // version prints the build's version: one line, or with --json an object.
 func version(args []string, stdout io.Writer) error {
-	fs := newFlagSet("version", stdout, "Usage: wasm-callout version [--json]\n\n"+
+	fs := cliflags.NewFlagSet("wasm-callout version", stdout, "Usage: wasm-callout version [--json]\n\n"+
 		"Prints the module version, VCS revision, Go and wazero versions of this binary.\n\nFlags:")
 	asJSON := fs.Bool("json", false, "print a JSON object instead of one line")
-	if err := parseFlags(fs, args); err != nil {
-		if errors.Is(err, errHelpShown) {
+	if err := cliflags.Parse(fs, args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
 		return err
 	}
 	if fs.NArg() > 0 {
-		return usagef("version: unexpected argument %q", fs.Arg(0))
+		return cliflags.Usagef("version: unexpected argument %q", fs.Arg(0))
 	}
 	return printVersion(stdout, *asJSON)
 }

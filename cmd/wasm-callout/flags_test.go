@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/wasm-callout/wasm-callout/internal/cliflags"
 )
 
 // A bad value of every kind of flag gets one line naming the flag, the
@@ -42,6 +44,8 @@ func TestBadFlagValues(t *testing.T) {
 		{"inspect arguments", []string{"inspect"}, "inspect takes one .wasm file"},
 		{"version bool", []string{"version", "--json=yes"}, `--json "yes": want true or false`},
 		{"version argument", []string{"version", "now"}, `version: unexpected argument "now"`},
+		{"build unknown", []string{"build", "--nope", "dir"}, "unknown flag --nope (see wasm-callout build -h)"},
+		{"build arguments", []string{"build"}, "build: want exactly one plugin directory, got 0"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.kind+" "+strings.Join(tc.args, " "), func(t *testing.T) {
@@ -53,7 +57,7 @@ func TestBadFlagValues(t *testing.T) {
 			if !strings.HasPrefix(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
 				t.Errorf("error %q, want one line starting %q", err, tc.want)
 			}
-			if code := exitCode(err); code != 2 {
+			if code := cliflags.ExitCode(err); code != 2 {
 				t.Errorf("exit status %d, want 2", code)
 			}
 			if stdout.Len()+stderr.Len() > 0 {
@@ -67,11 +71,11 @@ func TestBadFlagValues(t *testing.T) {
 func TestExitCodes(t *testing.T) {
 	missing := filepath.Join(t.TempDir(), "missing.wasm")
 	err := run(context.Background(), []string{"inspect", missing}, &bytes.Buffer{}, &bytes.Buffer{})
-	if !errors.Is(err, os.ErrNotExist) || exitCode(err) != 1 {
-		t.Errorf("inspect of a missing file: %v, status %d; want not-exist and 1", err, exitCode(err))
+	if !errors.Is(err, os.ErrNotExist) || cliflags.ExitCode(err) != 1 {
+		t.Errorf("inspect of a missing file: %v, status %d; want not-exist and 1", err, cliflags.ExitCode(err))
 	}
-	if exitCode(nil) != 0 {
-		t.Error("exitCode(nil) != 0")
+	if cliflags.ExitCode(nil) != 0 {
+		t.Error("cliflags.ExitCode(nil) != 0")
 	}
 }
 
@@ -91,6 +95,8 @@ func TestHelp(t *testing.T) {
 		{[]string{"help", "inspect"}, "-json"},
 		{[]string{"version", "-h"}, "Usage: wasm-callout version [--json]"},
 		{[]string{"help", "version"}, "-json"},
+		{[]string{"build", "-h"}, "usage: wasm-callout build"},
+		{[]string{"help", "build"}, "-tinygo"},
 	} {
 		var stdout, stderr bytes.Buffer
 		if err := run(context.Background(), tc.args, &stdout, &stderr); err != nil {

@@ -1,4 +1,9 @@
-package main
+// Package cliflags gives the commands' flag sets one behaviour: a bad
+// value gets one line naming the flag and what it wants (`--call-timeout
+// "5": want a duration such as 500ms, 2s or 1m30s`) and exit status 2, as
+// flag.ExitOnError has it, never the whole usage, which buries the line
+// that matters; -h and --help print the usage to stdout and succeed.
+package cliflags
 
 import (
 	"errors"
@@ -9,27 +14,29 @@ import (
 	"time"
 )
 
-// Flag errors: a bad value gets one line naming the flag and what it wants
-// (`--call-timeout "5": want a duration such as 500ms`), and exit status 2,
-// as the flag package's own ExitOnError does; never the whole usage, which
-// buries the line that matters. -h, --help and `help` print the usage to
-// stdout and succeed.
+// UsageError is a mistake on the command line: ExitCode is 2 for it.
+type UsageError struct{ Err error }
 
-// usageError is a mistake on the command line: main exits with status 2
-// for it, 1 for every other error.
-type usageError struct{ err error }
+func (e UsageError) Error() string { return e.Err.Error() }
+func (e UsageError) Unwrap() error { return e.Err }
 
-func (e usageError) Error() string { return e.err.Error() }
-func (e usageError) Unwrap() error { return e.err }
-
-// usagef returns a usageError with a formatted message.
-func usagef(format string, args ...any) error {
-	return usageError{fmt.Errorf(format, args...)}
+// AsUsage marks err as a mistake on the command line (nil stays nil).
+func AsUsage(err error) error {
+	if err == nil {
+		return nil
+	}
+	return UsageError{err}
 }
 
-// exitCode is the process's exit status for the error run returned.
-func exitCode(err error) int {
-	var ue usageError
+// Usagef returns a UsageError with a formatted message.
+func Usagef(format string, args ...any) error {
+	return UsageError{fmt.Errorf(format, args...)}
+}
+
+// ExitCode is the process's exit status for a command's error: 0 for
+// none, 2 for a UsageError (wrapped or not), 1 for any other.
+func ExitCode(err error) int {
+	var ue UsageError
 	switch {
 	case err == nil:
 		return 0
@@ -39,10 +46,10 @@ func exitCode(err error) int {
 	return 1
 }
 
-// newFlagSet returns a flag set whose Usage prints header, then the
-// flags, to stdout. The flag package's own messages are silenced:
-// parseFlags writes the one line instead.
-func newFlagSet(name string, stdout io.Writer, header string) *flag.FlagSet {
+// NewFlagSet returns a flag set for the command name ("wasm-callout
+// inspect") whose Usage prints header, then the flags, to stdout. The flag
+// package's own messages are silenced: Parse makes the one line instead.
+func NewFlagSet(name string, stdout io.Writer, header string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {
@@ -54,14 +61,10 @@ func newFlagSet(name string, stdout io.Writer, header string) *flag.FlagSet {
 	return fs
 }
 
-// errHelpShown is returned by parseFlags after -h printed the usage; the
-// command then returns nil.
-var errHelpShown = errors.New("help shown")
-
-// parseFlags parses args with every flag's value checked by kind. It
-// returns errHelpShown after printing the usage for -h or --help, and a
-// usageError of one line for any mistake.
-func parseFlags(fs *flag.FlagSet, args []string) error {
+// Parse parses args with every flag's value checked by kind. It returns
+// flag.ErrHelp after printing the usage for -h or --help (the command
+// then succeeds), and a UsageError of one line for any mistake.
+func Parse(fs *flag.FlagSet, args []string) error {
 	var bad *badValue
 	// Each value is wrapped for the parse only: PrintDefaults inspects
 	// the values' own types for their zero values.
@@ -86,9 +89,9 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 		return nil
 	case errors.Is(err, flag.ErrHelp):
 		fs.Usage()
-		return errHelpShown
+		return flag.ErrHelp
 	case bad != nil:
-		return usageError{bad}
+		return UsageError{bad}
 	}
 	// The flag package's other errors: unknown flag, missing argument.
 	msg := err.Error()
@@ -97,19 +100,10 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 		{"flag needs an argument: -", "flag --%s needs a value (see %s -h)"},
 	} {
 		if name, ok := strings.CutPrefix(msg, p.prefix); ok {
-			return usagef(p.say, name, commandName(fs))
+			return Usagef(p.say, name, fs.Name())
 		}
 	}
-	return usageError{err}
-}
-
-// commandName is how to run fs's command: "wasm-callout" or
-// "wasm-callout inspect".
-func commandName(fs *flag.FlagSet) string {
-	if fs.Name() == "wasm-callout" {
-		return "wasm-callout"
-	}
-	return "wasm-callout " + fs.Name()
+	return UsageError{err}
 }
 
 // badValue is a flag value that did not parse.
@@ -179,8 +173,8 @@ type enumValue struct {
 	names []string
 }
 
-// enumVar defines a flag that takes one of names, def by default.
-func enumVar(fs *flag.FlagSet, p *string, name, def string, names []string, usage string) {
+// EnumVar defines a flag that takes one of names, def by default.
+func EnumVar(fs *flag.FlagSet, p *string, name, def string, names []string, usage string) {
 	*p = def
 	fs.Var(enumValue{p, names}, name, usage)
 }
