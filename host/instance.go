@@ -285,6 +285,9 @@ func (in *instance) call(fn api.Function, params ...uint64) (uint64, error) {
 	in.depth--
 	if in.depth == 0 {
 		in.callStart.Store(0)
+		// Before the failure is logged: a crash report comes first.
+		in.stdout.endCall()
+		in.stderr.endCall()
 	}
 	if err == nil && in.failed != nil {
 		// A nested call (an allocation) failed while the outer call

@@ -107,12 +107,34 @@ func getLogLevel(ctx context.Context, _ api.Module, stack []uint64) {
 }
 
 // logWriter receives WASI fd_write to stdout (info) or stderr (error) and
-// logs it line by line, like Envoy's host does. It is only written during
-// calls, under the instance lock.
+// logs it line by line, like Envoy's host does, except for a runtime's
+// crash report: from a line that starts one (see crashStart) to the end of
+// the guest call (which a crash ends by a trap or an exit), the lines are
+// collected and logged as one record, the first line as the message and
+// the rest in a "stack" attribute. It is only written during calls, under
+// the instance lock; endCall runs when the outermost call returns.
 type logWriter struct {
 	in      *instance
 	level   abi.LogLevel
 	partial []byte
+
+	crash     []byte // the first line of the crash report being collected; nil when none
+	stack     []byte // the lines after it, each ending in '\n'
+	truncated bool   // the stack passed maxLogBytes
+}
+
+// crashStart reports whether line begins the crash report of a runtime
+// that writes one through WASI: Go's (panic, and fatal error for out of
+// memory, deadlock and corrupt state), TinyGo's (panic) and Rust's default
+// panic hook ("thread 'main' panicked at src/lib.rs:3:5:"; the proxy-wasm
+// SDK's own hook uses proxy_log instead, one record already). What follows
+// up to the end of the call is the report: goroutine headers, frames,
+// "[recovered]" chains, Rust's message and backtrace note.
+func crashStart(line []byte) bool {
+	if bytes.HasPrefix(line, []byte("panic: ")) || bytes.HasPrefix(line, []byte("fatal error: ")) {
+		return true
+	}
+	return bytes.HasPrefix(line, []byte("thread '")) && bytes.Contains(line, []byte("' panicked at "))
 }
 
 func (w *logWriter) Write(p []byte) (int, error) {
@@ -136,5 +158,36 @@ func (w *logWriter) Write(p []byte) (int, error) {
 func (w *logWriter) flush(tail []byte) {
 	line := append(w.partial, tail...)
 	w.partial = w.partial[:0]
-	w.in.log(w.in.ctx, w.level, line)
+	switch {
+	case w.crash != nil:
+		if len(w.stack)+len(line) >= maxLogBytes {
+			w.truncated = true
+			return
+		}
+		w.stack = append(append(w.stack, line...), '\n')
+	case crashStart(line):
+		w.crash = append([]byte(nil), line...)
+	default:
+		w.in.log(w.in.ctx, w.level, line)
+	}
+}
+
+// endCall logs the crash report collected during the call that just
+// returned, if any, as one record. A line left without its newline
+// belongs to the report; otherwise it waits for the next call.
+func (w *logWriter) endCall() {
+	if w == nil || w.crash == nil {
+		return
+	}
+	if len(w.partial) > 0 {
+		w.flush(nil)
+	}
+	stack := string(bytes.TrimSpace(w.stack))
+	if w.truncated {
+		stack += "\n…(truncated)"
+	}
+	cfg := &w.in.plugin.cfg
+	cfg.Logger.LogAttrs(w.in.ctx, LogLevelToSlog(w.level), string(w.crash), slog.String("stack", stack),
+		slog.String("plugin", cfg.Name), slog.String("root_id", cfg.RootID), slog.String("vm_id", cfg.VMID))
+	w.crash, w.stack, w.truncated = nil, w.stack[:0], false
 }

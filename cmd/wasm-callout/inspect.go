@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/wasm-callout/wasm-callout/host"
+	"github.com/wasm-callout/wasm-callout/internal/cliflags"
 )
 
 // inspect prints what the host learns about a plugin before running it:
@@ -17,17 +19,18 @@ import (
 // import and how it is served, and every callback. It fails, after
 // printing, when the plugin would not load.
 func inspect(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("inspect", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: wasm-callout inspect plugin.wasm")
-	}
-	if err := fs.Parse(args); err != nil {
+	fs := cliflags.NewFlagSet("wasm-callout inspect", stdout, "Usage: wasm-callout inspect [--json] PLUGIN.wasm\n\n"+
+		"Prints what the host learns about a plugin before running it: toolchain, ABI, allocator, entry points,\n"+
+		"every import and how it is served, every callback. Exits 1 when the plugin would not load.\n\nFlags:")
+	asJSON := fs.Bool("json", false, "print one JSON object (with \"error\" when the plugin would not load)")
+	if err := cliflags.Parse(fs, args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
 		return err
 	}
 	if fs.NArg() != 1 {
-		fs.Usage()
-		return errors.New("inspect takes one .wasm file")
+		return cliflags.Usagef("inspect takes one .wasm file (see wasm-callout inspect -h)")
 	}
 	wasm, err := os.ReadFile(fs.Arg(0))
 	if err != nil {
@@ -37,11 +40,62 @@ func inspect(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if info == nil {
 		return err
 	}
-	printInfo(stdout, fs.Arg(0), info)
-	if err != nil {
-		return err
+	if *asJSON {
+		if jerr := printInfoJSON(stdout, fs.Arg(0), info, err); jerr != nil {
+			return jerr
+		}
+	} else {
+		printInfo(stdout, fs.Arg(0), info)
 	}
-	return nil
+	return err
+}
+
+// inspectJSON is inspect --json's output. Its field names are a contract
+// for scripts: add fields, never rename them.
+type inspectJSON struct {
+	Plugin      string       `json:"plugin"`
+	Toolchain   string       `json:"toolchain"`
+	ABI         string       `json:"abi"` // "" for a pre-0.1.0 plugin without a marker
+	HeaderArity int          `json:"header_arity"`
+	Allocator   string       `json:"allocator"`
+	Entry       []string     `json:"entry"`
+	Warnings    []string     `json:"warnings"`
+	Imports     []importJSON `json:"imports"`
+	Callbacks   []string     `json:"callbacks"`
+	Loadable    bool         `json:"loadable"`
+	Error       string       `json:"error,omitempty"`
+	Unknown     []importJSON `json:"unknown_imports,omitempty"`
+}
+
+type importJSON struct {
+	Module    string `json:"module"`
+	Name      string `json:"name"`
+	Signature string `json:"signature"`
+	Status    string `json:"status"` // served, stub or unknown
+}
+
+func printInfoJSON(w io.Writer, name string, info *host.Info, loadErr error) error {
+	out := inspectJSON{Plugin: name, Toolchain: info.Toolchain, ABI: string(info.ABI), HeaderArity: info.HeaderArity,
+		Allocator: info.Allocator, Entry: nonNil(info.Entry), Warnings: nonNil(info.Warnings),
+		Callbacks: nonNil(info.Callbacks), Imports: []importJSON{}, Loadable: loadErr == nil}
+	for _, imp := range info.Imports {
+		out.Imports = append(out.Imports, importJSON{imp.Module, imp.Name, imp.Signature, string(imp.Status)})
+	}
+	if loadErr != nil {
+		out.Error = loadErr.Error()
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
+	return enc.Encode(out)
+}
+
+// nonNil makes an empty list encode as [] rather than null.
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
 }
 
 func printInfo(w io.Writer, name string, info *host.Info) {

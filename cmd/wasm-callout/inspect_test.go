@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 
@@ -41,5 +42,42 @@ func TestInspect(t *testing.T) {
 	}
 	if err := run(context.Background(), []string{"inspect"}, &bytes.Buffer{}, &bytes.Buffer{}); err == nil {
 		t.Error("inspect without a file succeeded")
+	}
+}
+
+// inspect --json prints one object, also when the plugin would not load.
+func TestInspectJSON(t *testing.T) {
+	for _, tc := range []struct {
+		path     string
+		loadable bool
+		import_  string // "module.name status"
+	}{
+		{testplugins.Path(t, "basic"), true, "env.proxy_add_header_map_value served"},
+		{"../../host/testdata/bad_imports.wasm", false, "env.proxy_inject_encoded_data_to_filter_chain unknown"},
+	} {
+		var out bytes.Buffer
+		err := run(context.Background(), []string{"inspect", "--json", tc.path}, &out, &bytes.Buffer{})
+		if (err == nil) != tc.loadable {
+			t.Errorf("%s: err %v", tc.path, err)
+		}
+		var got inspectJSON
+		dec := json.NewDecoder(&out)
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&got); err != nil {
+			t.Fatalf("%s: %v", tc.path, err)
+		}
+		if got.Loadable != tc.loadable || (got.Error != "") == tc.loadable || got.Plugin != tc.path || got.Imports == nil || got.Callbacks == nil {
+			t.Errorf("%s: %+v", tc.path, got)
+		}
+		found := false
+		for _, imp := range got.Imports {
+			found = found || imp.Module+"."+imp.Name+" "+imp.Status == tc.import_
+		}
+		if !found {
+			t.Errorf("%s: no import %q in %+v", tc.path, tc.import_, got.Imports)
+		}
+		if dec.More() {
+			t.Errorf("%s: more than one JSON value", tc.path)
+		}
 	}
 }

@@ -24,6 +24,15 @@ func runWithReload(ctx context.Context, args []string, stdout, stderr io.Writer,
 			return gobuild.Run(ctx, args[1:], stdout, stderr)
 		case "inspect":
 			return inspect(ctx, args[1:], stdout, stderr)
+		case "version":
+			return version(args[1:], stdout)
+		case "help":
+			// "help CMD" is "CMD -h"; "help" alone is the serve usage,
+			// which lists the commands.
+			if len(args) > 1 && args[1] != "serve" {
+				return runWithReload(ctx, []string{args[1], "-h"}, stdout, stderr, reload)
+			}
+			return serve(ctx, []string{"-h"}, stdout, stderr, reload)
 		}
 	}
 	return serve(ctx, args, stdout, stderr, reload)

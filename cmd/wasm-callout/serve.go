@@ -2,14 +2,11 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -23,8 +20,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
-	"github.com/wasm-callout/wasm-callout/abi"
 	"github.com/wasm-callout/wasm-callout/host"
+	"github.com/wasm-callout/wasm-callout/internal/cliflags"
 	"github.com/wasm-callout/wasm-callout/server"
 )
 
@@ -54,6 +51,7 @@ type serveConfig struct {
 	allowEnvoy        bool
 
 	logLevel, logFormat string
+	version             bool
 
 	limits server.Limits
 	client server.Client
@@ -62,18 +60,15 @@ type serveConfig struct {
 	clusterName, clusterMetadata                      string
 }
 
-func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
+func serveFlags(stdout io.Writer) (*flag.FlagSet, *serveConfig) {
 	c := &serveConfig{}
-	fs := flag.NewFlagSet("wasm-callout", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "Usage: wasm-callout [serve] --plugin PLUGIN.wasm [flags]\n"+
-			"       wasm-callout build [flags] DIR   (see wasm-callout build -h)\n\n"+
-			"Serves a proxy-wasm plugin as an Envoy ext_proc (envoy.service.ext_proc.v3.ExternalProcessor) gRPC service,\n"+
-			"and its TCP context as a network_ext_proc (envoy.service.network_ext_proc.v3.NetworkExternalProcessor) one,\n"+
-			"on the same ports.\n\nFlags:")
-		fs.PrintDefaults()
-	}
+	fs := cliflags.NewFlagSet("wasm-callout", stdout, "Usage: wasm-callout [serve] --plugin PLUGIN.wasm [flags]\n"+
+		"       wasm-callout build [flags] DIR   (see wasm-callout build -h)\n"+
+		"       wasm-callout inspect [--json] PLUGIN.wasm\n"+
+		"       wasm-callout version [--json]\n\n"+
+		"Serves a proxy-wasm plugin as an Envoy ext_proc (envoy.service.ext_proc.v3.ExternalProcessor) gRPC service,\n"+
+		"and its TCP context as a network_ext_proc (envoy.service.network_ext_proc.v3.NetworkExternalProcessor) one,\n"+
+		"on the same ports.\n\nFlags:")
 	fs.StringVar(&c.plugin, "plugin", "", "path of the proxy-wasm plugin (.wasm) to serve (required)")
 	fs.StringVar(&c.pluginConfig, "plugin-config", "", "plugin configuration (proxy_on_configure): a string, or @FILE to read it from FILE")
 	fs.StringVar(&c.vmConfig, "vm-config", "", "VM configuration (proxy_on_vm_start): a string, or @FILE")
@@ -110,7 +105,7 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 		"following symlinks afresh each time (Kubernetes ConfigMaps); 0 turns polling off. SIGHUP and POST /reload on --health-addr reload too")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", server.DefaultDrainTimeout, "after a reload, how long requests already running may finish "+
 		"on the replaced plugin before they get the failure policy")
-	fs.StringVar(&c.failurePolicy, "failure-policy", "fail-closed", "when the plugin fails (trap, timeout, memory) or has no healthy instance: "+
+	cliflags.EnumVar(fs, &c.failurePolicy, "failure-policy", "fail-closed", []string{"fail-closed", "fail-open"}, "when the plugin fails (trap, timeout, memory) or has no healthy instance: "+
 		"fail-closed answers with --failure-status, fail-open lets the request continue without the plugin")
 	fs.UintVar(&c.failureStatus, "failure-status", 500, "HTTP status of the fail-closed response")
 	fs.BoolVar(&c.modeOverride, "mode-override", true, "ask Envoy (mode_override) for BUFFERED bodies when the plugin has body callbacks "+
@@ -120,8 +115,11 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.Func("client", "the ext_proc client: auto (tell each stream: a proxyless gRPC client sends flow_control_init), envoy "+
 		"(header values in raw_value) or grpc (gRFC A93: values in value, -bin values as bytes in raw_value); default auto", func(v string) error {
 		cl, err := server.ParseClient(v)
+		if err != nil {
+			return errors.New("want auto, envoy or grpc")
+		}
 		c.client = cl
-		return err
+		return nil
 	})
 	fs.BoolVar(&c.allowRouting, "allow-routing-mutations", false, "send changes to host, :authority, :scheme and :method (only if the filter's mutation_rules.allow_all_routing is true)")
 	fs.BoolVar(&c.allowEnvoy, "allow-envoy-mutations", false, "send changes to x-envoy-* headers (only if the filter's mutation_rules.allow_envoy is true)")
@@ -143,16 +141,24 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 		"end a stream that receives no message for this long (UNAVAILABLE); Envoy's stream_idle_timeout default; negative: never")
 	fs.StringVar(&c.nodeMetadata, "node-metadata", "", "Envoy's bootstrap node (envoy.config.core.v3.Node: id, cluster, metadata, locality…) "+
 		"as YAML or JSON, @FILE or inline, read at start: the node and xds.node properties in every context, proxy_on_configure included")
-	fs.StringVar(&c.listenerDirection, "listener-direction", "", "inbound, outbound or unspecified: the listener_direction "+
-		"(xds.listener_direction) property in every context; empty: none")
+	fs.Func("listener-direction", "inbound, outbound or unspecified: the listener_direction "+
+		"(xds.listener_direction) property in every context; default: none", func(v string) error {
+		if _, err := host.ParseTrafficDirection(v); err != nil {
+			return errors.New("want inbound, outbound or unspecified")
+		}
+		c.listenerDirection = v
+		return nil
+	})
 	fs.StringVar(&c.listenerMetadata, "listener-metadata", "", "the listener's metadata (envoy.config.core.v3.Metadata, "+
 		"filter_metadata: {NAMESPACE: {...}}) as YAML or JSON, @FILE or inline: listener_metadata in every context")
 	fs.StringVar(&c.clusterName, "cluster-name", "", "upstream cluster name: cluster_name (xds.cluster_name) for streams whose "+
 		"Envoy does not send it as an attribute")
 	fs.StringVar(&c.clusterMetadata, "cluster-metadata", "", "upstream cluster metadata (envoy.config.core.v3.Metadata) as YAML or JSON, "+
 		"@FILE or inline: cluster_metadata for streams")
-	fs.StringVar(&c.logLevel, "log-level", "info", "log level: trace, debug, info, warn or error (plugin log levels map onto these)")
-	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
+	cliflags.EnumVar(fs, &c.logLevel, "log-level", "info", []string{"trace", "debug", "info", "warn", "error"},
+		"log level: trace, debug, info, warn or error (plugin log levels map onto these)")
+	cliflags.EnumVar(fs, &c.logFormat, "log-format", "text", []string{"text", "json"}, "log format: text, or json (every line on stdout and stderr a JSON object)")
+	fs.BoolVar(&c.version, "version", false, "print the version (as the version command does) and exit")
 	return fs, c
 }
 
@@ -164,23 +170,32 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, hup <-c
 	if len(args) > 0 && args[0] == "serve" {
 		args = args[1:]
 	}
-	fs, c := serveFlags(stderr)
-	if err := fs.Parse(args); err != nil {
+	fs, c := serveFlags(stdout)
+	if err := cliflags.Parse(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
 		return err
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q (flags only)", fs.Arg(0))
+		return cliflags.Usagef("unexpected argument %q (flags only; see wasm-callout -h)", fs.Arg(0))
 	}
-	hc, err := c.hostConfig()
-	if err != nil {
-		return err
+	if c.version {
+		return printVersion(stdout, false)
 	}
 	logger, err := newLogger(stderr, c.logLevel, c.logFormat)
 	if err != nil {
-		return err
+		return cliflags.AsUsage(err)
+	}
+	grpcLogger.Store(logger)
+	return logExit(logger, c.logFormat, serveWith(ctx, fs, c, logger, stdout, hup))
+}
+
+// serveWith is serve once the flags are parsed and the logger made.
+func serveWith(ctx context.Context, fs *flag.FlagSet, c *serveConfig, logger *slog.Logger, stdout io.Writer, hup <-chan os.Signal) error {
+	hc, err := c.hostConfig()
+	if err != nil {
+		return cliflags.AsUsage(err)
 	}
 	if !flagSet(fs, "compilation-cache") && hc.CompilationCacheDir != "" {
 		// The default cache is a convenience: a read-only or home-less
@@ -191,25 +206,34 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, hup <-c
 		}
 	}
 	hc.Logger = logger
-	tlsConf, err := c.tlsConfig()
+	tlsConf, err := c.tlsConfig(logger)
+	if err != nil {
+		return cliflags.AsUsage(err)
+	}
+	// Every listener is bound before the plugin compiles (listeners.go).
+	ls, err := c.listenPlan(fs, tlsConf, logger)
 	if err != nil {
 		return err
+	}
+	if err := ls.bind(); err != nil {
+		return err
+	}
+	defer ls.close()
+	announceTo := stdout
+	if c.logFormat == "json" {
+		announceTo = nil // stdout carries JSON only
 	}
 
 	// Liveness answers while the plugin loads; readiness once it serves.
 	// The admin endpoints (POST /reload, GET /plugin) share the address.
 	rl := newReloader(ctx, c, logger)
 	var srvp atomic.Pointer[server.Server]
-	var healthSrv *http.Server
-	if c.healthAddr != "" {
-		lis, err := net.Listen("tcp", c.healthAddr)
-		if err != nil {
-			return fmt.Errorf("health listener: %w", err)
-		}
-		healthSrv = &http.Server{Handler: healthHandler(&srvp, rl.routes), ReadHeaderTimeout: 5 * time.Second}
+	if lis := ls.get("health"); lis != nil {
+		healthSrv := &http.Server{Handler: healthHandler(&srvp, rl.routes), ReadHeaderTimeout: 5 * time.Second,
+			ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
 		go healthSrv.Serve(lis)
 		defer healthSrv.Close()
-		listening(stdout, logger, "health", lis.Addr())
+		ls.announce(announceTo, logger, "health")
 	}
 
 	upstreams, err := host.NewUpstreams(c.upstreams)
@@ -264,15 +288,16 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, hup <-c
 
 	var servers []*grpc.Server
 	errc := make(chan error, 2)
-	// The listening lines are printed once readiness can answer, so that
-	// whoever waits for them finds the server ready.
-	var bound []func()
-	listen := func(kind, addr string, opts ...grpc.ServerOption) error {
-		lis, err := net.Listen("tcp", addr)
-		if err != nil {
-			return fmt.Errorf("%s listener: %w", kind, err)
+	for _, kind := range []string{"grpc", "grpc-tls"} {
+		lis := ls.get(kind)
+		if lis == nil {
+			continue
 		}
-		g := grpc.NewServer(append(server.GRPCServerOptions(c.limits), opts...)...)
+		opts := server.GRPCServerOptions(c.limits)
+		if kind == "grpc-tls" {
+			opts = append(opts, grpc.Creds(credentials.NewTLS(tlsConf)))
+		}
+		g := grpc.NewServer(opts...)
 		srv.Register(g)
 		servers = append(servers, g)
 		go func() {
@@ -280,33 +305,13 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, hup <-c
 				errc <- fmt.Errorf("%s server: %w", kind, err)
 			}
 		}()
-		bound = append(bound, func() { listening(stdout, logger, kind, lis.Addr()) })
-		return nil
-	}
-	stopAll := func() {
-		for _, g := range servers {
-			g.Stop()
-		}
-	}
-	if c.addr != "" {
-		if err := listen("grpc", c.addr); err != nil {
-			return err
-		}
-	}
-	if tlsConf != nil && c.tlsAddr != "" {
-		if err := listen("grpc-tls", c.tlsAddr, grpc.Creds(credentials.NewTLS(tlsConf))); err != nil {
-			stopAll()
-			return err
-		}
-	}
-	if len(servers) == 0 {
-		return errors.New("no gRPC listener: set --addr, or --tls-addr with --cert and --key")
 	}
 	srvp.Store(srv)
 	rl.serving(srv)
-	for _, say := range bound {
-		say()
-	}
+	// The listening lines are printed once readiness can answer, so that
+	// whoever waits for them finds the server ready.
+	ls.announce(announceTo, logger, "grpc")
+	ls.announce(announceTo, logger, "grpc-tls")
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	watchDone := make(chan struct{})
 	go func() {
@@ -389,11 +394,6 @@ func gracefulStop(servers []*grpc.Server, timeout time.Duration, logger *slog.Lo
 		}
 		<-done
 	}
-}
-
-func listening(stdout io.Writer, logger *slog.Logger, kind string, addr net.Addr) {
-	fmt.Fprintf(stdout, "wasm-callout: listening %s %s\n", kind, addr)
-	logger.Info("listening", "kind", kind, "addr", addr.String())
 }
 
 // healthHandler serves /healthz (200 while the process can make progress:
@@ -547,108 +547,6 @@ func stringOrFile(flagName, v string) ([]byte, error) {
 		return nil, nil
 	}
 	return []byte(v), nil
-}
-
-func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
-	var l slog.Level
-	switch level {
-	case "trace":
-		l = host.LogLevelToSlog(abi.LogTrace)
-	case "debug":
-		l = slog.LevelDebug
-	case "info":
-		l = slog.LevelInfo
-	case "warn":
-		l = slog.LevelWarn
-	case "error":
-		l = slog.LevelError
-	default:
-		return nil, fmt.Errorf("--log-level %q: want trace, debug, info, warn or error", level)
-	}
-	opts := &slog.HandlerOptions{Level: l}
-	switch format {
-	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
-	}
-	return nil, fmt.Errorf("--log-format %q: want text or json", format)
-}
-
-// tlsConfig builds the TLS server configuration, or nil without --cert.
-func (c *serveConfig) tlsConfig() (*tls.Config, error) {
-	if c.cert == "" && c.key == "" {
-		if c.clientCA != "" {
-			return nil, errors.New("--client-ca needs --cert and --key")
-		}
-		return nil, nil
-	}
-	if c.cert == "" || c.key == "" {
-		return nil, errors.New("--cert and --key go together")
-	}
-	kp := &keyPair{cert: c.cert, key: c.key}
-	if _, err := kp.get(); err != nil {
-		return nil, err
-	}
-	conf := &tls.Config{
-		MinVersion:     tls.VersionTLS12,
-		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return kp.get() },
-	}
-	if c.clientCA != "" {
-		pem, err := os.ReadFile(c.clientCA)
-		if err != nil {
-			return nil, fmt.Errorf("--client-ca: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("--client-ca %s: no PEM certificate found", c.clientCA)
-		}
-		conf.ClientCAs = pool
-		conf.ClientAuth = tls.RequireAndVerifyClientCert
-	}
-	return conf, nil
-}
-
-// keyPair serves a certificate and key from files, reloading them when
-// either file's modification time changes (certificate rotation without a
-// restart). A reload that fails keeps the previous pair.
-type keyPair struct {
-	cert, key string
-
-	mu         sync.Mutex
-	cur        *tls.Certificate
-	certMod    time.Time
-	keyMod     time.Time
-	lastChecks time.Time
-}
-
-func (k *keyPair) get() (*tls.Certificate, error) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if k.cur != nil && time.Since(k.lastChecks) < time.Second {
-		return k.cur, nil
-	}
-	k.lastChecks = time.Now()
-	ci, err1 := os.Stat(k.cert)
-	ki, err2 := os.Stat(k.key)
-	if err := errors.Join(err1, err2); err != nil {
-		if k.cur != nil {
-			return k.cur, nil
-		}
-		return nil, fmt.Errorf("TLS key pair: %w", err)
-	}
-	if k.cur != nil && ci.ModTime().Equal(k.certMod) && ki.ModTime().Equal(k.keyMod) {
-		return k.cur, nil
-	}
-	pair, err := tls.LoadX509KeyPair(k.cert, k.key)
-	if err != nil {
-		if k.cur != nil {
-			return k.cur, nil
-		}
-		return nil, fmt.Errorf("TLS key pair: %w", err)
-	}
-	k.cur, k.certMod, k.keyMod = &pair, ci.ModTime(), ki.ModTime()
-	return k.cur, nil
 }
 
 // byteSize is a flag.Value for a byte count with an optional binary suffix

@@ -22,8 +22,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/wasm-callout/wasm-callout/host"
@@ -40,11 +38,18 @@ const edgePlugin = "../../server/testdata/edge.wasm"
 // that cancels run and returns its error.
 func started(t *testing.T, kinds []string, args ...string) (addrs map[string]string, stop func() error) {
 	t.Helper()
+	return startedLogging(t, io.Discard, kinds, args...)
+}
+
+// startedLogging is started with the command's stderr (its log) written
+// to stderr.
+func startedLogging(t *testing.T, stderr io.Writer, kinds []string, args ...string) (addrs map[string]string, stop func() error) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
-		err := run(ctx, args, pw, io.Discard)
+		err := run(ctx, args, pw, stderr)
 		pw.CloseWithError(io.EOF)
 		done <- err
 	}()
@@ -244,47 +249,17 @@ func TestRunMutualTLS(t *testing.T) {
 	srvCert, srvKey := newCert(t, ca, caKey, "127.0.0.1", false)
 	cliCert, cliKey := newCert(t, ca, caKey, "envoy", false)
 	write := func(name string, blocks ...*pem.Block) string {
-		p := filepath.Join(dir, name)
-		var b []byte
-		for _, bl := range blocks {
-			b = append(b, pem.EncodeToMemory(bl)...)
-		}
-		if err := os.WriteFile(p, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	certPEM := func(c *x509.Certificate) *pem.Block { return &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw} }
-	keyPEM := func(k *ecdsa.PrivateKey) *pem.Block {
-		der, err := x509.MarshalECPrivateKey(k)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return &pem.Block{Type: "EC PRIVATE KEY", Bytes: der}
+		return writePEM(t, filepath.Join(dir, name), blocks...)
 	}
 	addrs, _ := started(t, []string{"grpc-tls"}, "--plugin", edgePlugin, "--addr", "", "--health-addr", "", "--log-level", "error",
-		"--tls-addr", "127.0.0.1:0", "--cert", write("srv.pem", certPEM(srvCert)), "--key", write("srv.key", keyPEM(srvKey)),
+		"--tls-addr", "127.0.0.1:0", "--cert", write("srv.pem", certPEM(srvCert)), "--key", write("srv.key", keyPEM(t, srvKey)),
 		"--client-ca", write("ca.pem", certPEM(ca)))
 
-	pool := x509.NewCertPool()
-	pool.AddCert(ca)
-	dial := func(certs []tls.Certificate) error {
-		creds := credentials.NewTLS(&tls.Config{RootCAs: pool, Certificates: certs, ServerName: "127.0.0.1"})
-		conn, err := grpc.NewClient(addrs["grpc-tls"], grpc.WithTransportCredentials(creds))
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_, err = healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
-		return err
-	}
 	client := tls.Certificate{Certificate: [][]byte{cliCert.Raw}, PrivateKey: cliKey}
-	if err := dial([]tls.Certificate{client}); err != nil {
+	if err := mtlsCheck(addrs["grpc-tls"], ca, &client); err != nil {
 		t.Errorf("client with a certificate from the CA: %v", err)
 	}
-	if err := dial(nil); err == nil {
+	if err := mtlsCheck(addrs["grpc-tls"], ca, nil); err == nil {
 		t.Error("client without a certificate was served")
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
 
+	"github.com/wasm-callout/wasm-callout/internal/cliflags"
 	"github.com/wasm-callout/wasm-callout/internal/gobuild/gluegen"
 )
 
@@ -379,15 +380,18 @@ func TestRun(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	for _, args := range [][]string{nil, {"a", "b"}, {"-nope", "a"}} {
+	for _, args := range [][]string{nil, {"a", "b"}, {"-nope", "a"}, {"-v=maybe", "a"}} {
+		stdout.Reset()
 		stderr.Reset()
-		if err := Run(ctx, args, &stdout, &stderr); err == nil {
-			t.Errorf("Run(%q) succeeded, want a usage error", args)
+		err := Run(ctx, args, &stdout, &stderr)
+		if err == nil || cliflags.ExitCode(err) != 2 || strings.Contains(err.Error(), "\n") || stdout.Len()+stderr.Len() > 0 {
+			t.Errorf("Run(%q) = %v, printed %q %q; want one line, a usage error, nothing printed", args, err, stdout.String(), stderr.String())
 		}
 	}
+	stdout.Reset()
 	stderr.Reset()
-	if err := Run(ctx, []string{"-h"}, &stdout, &stderr); err != nil || !strings.Contains(stderr.String(), "usage: wasm-callout build") {
-		t.Errorf("Run(-h) = %v, printed %q", err, stderr.String())
+	if err := Run(ctx, []string{"-h"}, &stdout, &stderr); err != nil || !strings.Contains(stdout.String(), "usage: wasm-callout build") || stderr.Len() > 0 {
+		t.Errorf("Run(-h) = %v, printed %q to stdout, %q to stderr", err, stdout.String(), stderr.String())
 	}
 }
 

@@ -8,6 +8,8 @@ import (
 	"io"
 	"path/filepath"
 	"strings"
+
+	"github.com/wasm-callout/wasm-callout/internal/cliflags"
 )
 
 const usage = `usage: wasm-callout build [-o out.wasm] [-tags a,b] [-tinygo] [-v] DIR
@@ -32,14 +34,9 @@ Flags may come before or after DIR.
 
 // Run implements "wasm-callout build": it parses args (without the
 // subcommand name) and builds one plugin. Usage errors are returned as
-// errors; stdout is unused unless -v is given.
+// errors (cliflags.UsageError); stdout is unused unless -v or -h is given.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("wasm-callout build", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, usage, "\nFlags:\n")
-		fs.PrintDefaults()
-	}
+	fs := cliflags.NewFlagSet("wasm-callout build", stdout, usage+"\nFlags:")
 	out := fs.String("o", "", "output `file` (default: DIR's base name + .wasm in the current directory)")
 	tinygo := fs.Bool("tinygo", false, "build with TinyGo (tinygo on PATH) instead of stock Go")
 	tags := fs.String("tags", "", "comma-separated `list` of build tags, passed to go build (or tinygo)")
@@ -49,7 +46,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	// flag; allow "build DIR -o out.wasm" by parsing the rest again.
 	var dirs []string
 	for {
-		if err := fs.Parse(args); err != nil {
+		if err := cliflags.Parse(fs, args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
 				return nil
 			}
@@ -62,8 +59,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		args = fs.Args()[1:]
 	}
 	if len(dirs) != 1 {
-		fs.Usage()
-		return fmt.Errorf("build: want exactly one plugin directory, got %d", len(dirs))
+		return cliflags.Usagef("build: want exactly one plugin directory, got %d (see wasm-callout build -h)", len(dirs))
 	}
 	dir := dirs[0]
 	if *out == "" {
