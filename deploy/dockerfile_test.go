@@ -387,17 +387,15 @@ func checkWasm(t *testing.T, name string) {
 // --addr, --tls-addr and --health-addr flags default to, sorted.
 func defaultPorts(t *testing.T, binary string) []string {
 	t.Helper()
-	var stderr bytes.Buffer
-	cmd := exec.Command(binary, "-h")
-	cmd.Stderr = &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("%s -h: %v\n%s", binary, err, stderr.Bytes())
+	usage, err := exec.Command(binary, "-h").CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s -h: %v\n%s", binary, err, usage)
 	}
 	var ports []string
 	for _, flag := range []string{"addr", "tls-addr", "health-addr"} {
-		m := regexp.MustCompile(`(?m)^\s+-` + flag + ` string\n(?:.*\n)*?.*\(default ":(\d+)"\)`).FindStringSubmatch(stderr.String())
+		m := regexp.MustCompile(`(?m)^\s+-` + flag + ` string\n(?:.*\n)*?.*\(default ":(\d+)"\)`).FindStringSubmatch(string(usage))
 		if m == nil {
-			t.Fatalf("%s -h: no default port for --%s in:\n%s", binary, flag, stderr.Bytes())
+			t.Fatalf("%s -h: no default port for --%s in:\n%s", binary, flag, usage)
 		}
 		ports = append(ports, m[1])
 	}
