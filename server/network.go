@@ -107,7 +107,18 @@ func (p *networkProcessor) Process(gs netprocv3.NetworkExternalProcessor_Process
 	defer c.held.set(0)
 	c.flows[0] = flow{typ: abi.StreamDownstream, name: "read_data"}
 	c.flows[1] = flow{typ: abi.StreamUpstream, name: "write_data"}
-	c.lease = s.acquireLease()
+	cd, leases, err := s.acquireChain(chainName(gs.Context(), nil))
+	if err != nil {
+		return err
+	}
+	if len(leases) > 1 {
+		for _, l := range leases {
+			l.release()
+		}
+		return status.Errorf(codes.Unimplemented, "wasm-callout: chain %q has %d plugins; "+
+			"network_ext_proc (L4) streams run chains of one plugin only", cd.name, len(leases))
+	}
+	c.lease = leases[0]
 	c.plugin, c.expired = c.lease.gen.plugin, c.lease.expired()
 	defer func() { c.lease.release() }() // expire may move the connection
 	defer c.close()
@@ -185,9 +196,11 @@ func (c *tcpConn) expire() {
 	c.expired = nil
 	if c.ts == nil && !c.noPlugin {
 		old := c.lease
-		c.lease = c.srv.acquireLease()
-		c.plugin, c.expired = c.lease.gen.plugin, c.lease.expired()
-		old.release()
+		if l, ok := c.srv.acquireIn(old.slot); ok {
+			c.lease = l
+			c.plugin, c.expired = l.gen.plugin, l.expired()
+			old.release()
+		}
 		return
 	}
 	if c.ts != nil {
