@@ -1,0 +1,211 @@
+package server
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/wasm-callout/wasm-callout/host"
+	"github.com/wasm-callout/wasm-callout/internal/testplugins"
+	"github.com/wasm-callout/wasm-callout/server/envoytest"
+)
+
+// tagged returns a shared testbed plugin named tag that marks the chain
+// order (testbed's tag setting), reads its actions from x-testbed-TAG and
+// resumes pause-headers on a 5 ms tick.
+func tagged(t testing.TB, tag string, policy host.FailurePolicy) *host.Plugin {
+	t.Helper()
+	config := fmt.Sprintf("tag: %s\naction_header: x-testbed-%s\ntick_ms: 5", tag, tag)
+	return loader.Load(t, fmt.Sprintf("tagged|%s|%v", tag, policy), testplugins.Path(t, "testbed"), host.Config{
+		Name: tag, RootID: "root-" + tag, VMID: "vm-" + tag,
+		PluginConfig: []byte(config), Instances: 2, FailurePolicy: policy, FailStatus: 500,
+	})
+}
+
+// chainOf starts a server whose default chain is plugins, in order.
+func chainOf(t *testing.T, plugins ...*host.Plugin) *harness {
+	t.Helper()
+	names := make([]string, len(plugins))
+	for i, p := range plugins {
+		names[i] = p.Config().Name
+	}
+	return start(t, Options{Plugins: plugins, Chains: Chains{Chains: map[string][]string{DefaultChain: names}}})
+}
+
+// TestChain plays a chain of three testbed plugins (a, b, c) through the
+// emulated Envoy and compares the side-stream transcripts with
+// testdata/golden: one round trip per phase, whatever the chain does.
+func TestChain(t *testing.T) {
+	a, b, c := tagged(t, "a", host.FailClosed), tagged(t, "b", host.FailClosed), tagged(t, "c", host.FailClosed)
+	abc := chainOf(t, a, b, c)
+	openB := chainOf(t, a, tagged(t, "b", host.FailOpen), c)
+
+	tests := []struct {
+		name  string
+		h     *harness
+		cfg   envoytest.Config
+		req   *envoytest.Request
+		check func(t *testing.T, res *envoytest.Result)
+	}{
+		{
+			// Request callbacks in chain order, response callbacks in
+			// reverse; each plugin sees the headers as the one before
+			// left them.
+			name: "headers_in_order", h: abc, req: get(""),
+			check: func(t *testing.T, res *envoytest.Result) {
+				header(t, res.Request.Headers, "x-chain", "a,b,c")
+				header(t, res.Response.Headers, "x-saw-a", "-")
+				header(t, res.Response.Headers, "x-saw-b", "a")
+				header(t, res.Response.Headers, "x-saw-c", "a,b")
+				header(t, res.Response.Headers, "x-chain-resp", "c,b,a")
+				header(t, res.Response.Headers, "x-saw-resp-c", "-")
+				header(t, res.Response.Headers, "x-saw-resp-b", "c")
+				header(t, res.Response.Headers, "x-saw-resp-a", "c,b")
+			},
+		},
+		{
+			// b pauses; c runs only once b resumes (on its tick, which
+			// also sets x-testbed-resumed), and sees b's change.
+			name: "pause_in_the_middle", h: abc, req: withHeader(get(""), "x-testbed-b", "pause-headers"),
+			check: func(t *testing.T, res *envoytest.Result) {
+				header(t, res.Request.Headers, "x-chain", "a,b,c")
+				header(t, res.Request.Headers, "x-testbed-resumed", "tick")
+				header(t, res.Response.Headers, "x-saw-c", "a,b")
+			},
+		},
+		{
+			// a replies: b and c never see the request, and no plugin
+			// sees the reply (none ran before a).
+			name: "local_reply_first", h: abc, req: withHeader(get(""), "x-testbed-a", "local-reply"),
+			check: func(t *testing.T, res *envoytest.Result) {
+				if lr := res.LocalReply; lr == nil || lr.Status != 403 || !lr.Immediate {
+					t.Fatalf("local reply %+v, want an immediate 403", lr)
+				}
+				header(t, res.Response.Headers, "x-testbed-reply", "local")
+				noHeader(t, res.Response.Headers, "x-chain-resp")
+				noHeader(t, res.Response.Headers, "x-saw-b")
+			},
+		},
+		{
+			// c replies: its reply passes through the response callbacks
+			// of b, then a (Envoy encodes a local reply through the filters
+			// that saw the request), but not c's own.
+			name: "local_reply_last", h: abc, req: withHeader(get(""), "x-testbed-c", "local-reply"),
+			check: func(t *testing.T, res *envoytest.Result) {
+				if lr := res.LocalReply; lr == nil || lr.Status != 403 || !lr.Immediate {
+					t.Fatalf("local reply %+v, want an immediate 403", lr)
+				}
+				header(t, res.Response.Headers, "x-testbed-reply", "local")
+				header(t, res.Response.Headers, "x-chain-resp", "b,a")
+				header(t, res.Response.Headers, "x-saw-resp-a", "b")
+				header(t, res.Response.Headers, "x-saw-a", "-")
+				header(t, res.Response.Headers, "x-saw-b", "a")
+				noHeader(t, res.Response.Headers, "x-saw-c")
+				body(t, "response", res.Response.Body, "denied by testbed\n")
+			},
+		},
+		{
+			// b traps, fail-closed: the request gets b's fail status.
+			name: "fault_fail_closed", h: abc, req: withHeader(get(""), "x-testbed-b", "trap"),
+			check: func(t *testing.T, res *envoytest.Result) {
+				if lr := res.LocalReply; lr == nil || lr.Status != 500 || lr.Details != detailsFailStream {
+					t.Fatalf("local reply %+v, want 500 %s", lr, detailsFailStream)
+				}
+			},
+		},
+		{
+			// b traps, fail-open: b is skipped for the rest of the stream,
+			// a and c run.
+			name: "fault_fail_open", h: openB, req: withHeader(get(""), "x-testbed-b", "trap"),
+			check: func(t *testing.T, res *envoytest.Result) {
+				if res.LocalReply != nil {
+					t.Fatalf("local reply %+v, want none", res.LocalReply)
+				}
+				if got, _ := res.Request.Headers.Get("x-chain"); !strings.HasSuffix(got, ",c") {
+					t.Errorf("x-chain = %q, want c last", got)
+				}
+				header(t, res.Response.Headers, "x-chain-resp", "c,a")
+				noHeader(t, res.Response.Headers, "x-saw-resp-b")
+			},
+		},
+		{
+			// Bodies in BUFFERED mode through the chain: b upper-cases
+			// the request body, c appends to it, in that order.
+			name: "buffered_body", h: abc, req: withHeader(withHeader(post("", "abc"),
+				"x-testbed-b", "buffer-body"), "x-testbed-c", "append-body"),
+			cfg: envoytest.Config{ProcessingMode: mode(buffered, none, false)},
+			check: func(t *testing.T, res *envoytest.Result) {
+				body(t, "request", res.Request.Body, "ABC+appended")
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res := tt.h.do(t, tt.cfg, tt.req)
+			clean(t, res)
+			tt.check(t, res)
+			golden(t, res)
+		})
+	}
+}
+
+// TestChainSelection picks chains per stream by gRPC initial metadata (what
+// ExtProcPerRoute's grpc_initial_metadata sends) and by metadata_context.
+func TestChainSelection(t *testing.T) {
+	a, c := tagged(t, "a", host.FailClosed), tagged(t, "c", host.FailClosed)
+	h := start(t, Options{Plugins: []*host.Plugin{a, c}, Chains: Chains{
+		Default: "only-a",
+		Chains:  map[string][]string{"only-a": {"a"}, "ca": {"c", "a"}},
+	}})
+	byMetadata := func(name string) envoytest.Config {
+		return envoytest.Config{InitialMetadata: map[string]string{ChainMetadataKey: name}}
+	}
+	t.Run("default", func(t *testing.T) {
+		res := h.do(t, envoytest.Config{}, get(""))
+		clean(t, res)
+		header(t, res.Request.Headers, "x-chain", "a")
+	})
+	t.Run("initial_metadata", func(t *testing.T) {
+		res := h.do(t, byMetadata("ca"), get(""))
+		clean(t, res)
+		header(t, res.Request.Headers, "x-chain", "c,a")
+		golden(t, res)
+	})
+	t.Run("metadata_context", func(t *testing.T) {
+		res := h.do(t, envoytest.Config{MetadataContext: chainMetadata("ca")}, get(""))
+		clean(t, res)
+		header(t, res.Request.Headers, "x-chain", "c,a")
+	})
+	t.Run("initial_metadata_wins", func(t *testing.T) {
+		cfg := byMetadata("only-a")
+		cfg.MetadataContext = chainMetadata("ca")
+		res := h.do(t, cfg, get(""))
+		clean(t, res)
+		header(t, res.Request.Headers, "x-chain", "a")
+	})
+	t.Run("unknown_chain", func(t *testing.T) {
+		res := h.do(t, byMetadata("nope"), get(""))
+		tr := res.Transcript
+		last := tr[len(tr)-1]
+		if last.Kind != envoytest.KindServerClosed || last.Code != codes.NotFound ||
+			!strings.Contains(last.Message, `no chain named "nope"`) || !strings.Contains(last.Message, "ca, only-a") {
+			t.Fatalf("last entry %+v, want NOT_FOUND naming the chains", last)
+		}
+		// Envoy then applies failure_mode_allow (false: a 500 local reply).
+		if lr := res.LocalReply; lr == nil || lr.Immediate {
+			t.Errorf("local reply %+v, want Envoy's own", lr)
+		}
+		golden(t, res)
+	})
+}
+
+// chainMetadata is forwarded dynamic metadata naming a chain.
+func chainMetadata(name string) *corev3.Metadata {
+	return &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{
+		ChainNamespace: {Fields: map[string]*structpb.Value{ChainField: structpb.NewStringValue(name)}},
+	}}
+}
