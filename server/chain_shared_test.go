@@ -1,0 +1,171 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/wasm-callout/wasm-callout/host"
+	"github.com/wasm-callout/wasm-callout/server/envoytest"
+)
+
+// ownedTagged loads a testbed plugin like tagged, owned by the caller, with
+// the given vm_id and shared store.
+func ownedTagged(t testing.TB, tag, vmID string, sh *host.SharedState) *host.Plugin {
+	t.Helper()
+	p := loadOwned(t, "testbed", host.Config{Name: tag, VMID: vmID, Shared: sh,
+		PluginConfig: []byte(fmt.Sprintf("tag: %s\naction_header: x-testbed-%s", tag, tag))})
+	t.Cleanup(func() { p.Close(context.Background()) })
+	return p
+}
+
+// TestChainSharedDataByVMID: plugins with the same vm_id share shared data,
+// plugins with different ones do not, as in Envoy.
+func TestChainSharedDataByVMID(t *testing.T) {
+	for _, tt := range []struct {
+		name       string
+		vmX, vmY   string
+		wantCounts []string
+	}{
+		{"same_vm_id", "shared", "shared", []string{"1", "2"}},
+		{"different_vm_ids", "vm-x", "vm-y", []string{"1", "1"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			sh := host.NewSharedState()
+			x, y := ownedTagged(t, "x", tt.vmX, sh), ownedTagged(t, "y", tt.vmY, sh)
+			h := chainOf(t, x, y)
+			res := h.do(t, envoytest.Config{}, withHeader(withHeader(get(""),
+				"x-testbed-x", "shared-data"), "x-testbed-y", "shared-data"))
+			clean(t, res)
+			// y's response callback runs first and adds its value first.
+			got := res.Response.Headers.Values("x-shared-counter")
+			slices.Sort(got)
+			if !slices.Equal(got, tt.wantCounts) {
+				t.Errorf("x-shared-counter values %q, want %q", got, tt.wantCounts)
+			}
+		})
+	}
+}
+
+// TestChainSharedQueue runs the SDK-style queue sender and receiver in one
+// server: the sender resolves the receiver's queue by its vm_id and
+// enqueues every request's path; the receiver counts them in its shared
+// data, which its own HTTP contexts report.
+func TestChainSharedQueue(t *testing.T) {
+	sh := host.NewSharedState()
+	load := func(plugin, name, vmID, config string) *host.Plugin {
+		p := loadOwned(t, plugin, host.Config{Name: name, VMID: vmID, Shared: sh, PluginConfig: []byte(config)})
+		t.Cleanup(func() { p.Close(context.Background()) })
+		return p
+	}
+	receiver := load("queue-receiver", "receiver", "receiver-vm", "queue: paths")
+	sender := load("queue-sender", "sender", "sender-vm", "vm_id: receiver-vm\nqueue: paths")
+	lost := load("queue-sender", "lost", "sender-vm", "vm_id: nobody\nqueue: paths")
+	h := start(t, Options{Plugins: []*host.Plugin{receiver, sender, lost}, Chains: Chains{Chains: map[string][]string{
+		DefaultChain: {"sender"}, "read": {"receiver"}, "lost": {"lost"},
+	}}})
+	chain := func(name string) envoytest.Config {
+		return envoytest.Config{InitialMetadata: map[string]string{ChainMetadataKey: name}}
+	}
+
+	const sent = 3
+	for i := range sent {
+		req := get("")
+		req.Headers[1].Value = fmt.Sprintf("/item/%d", i)
+		res := h.do(t, envoytest.Config{}, req)
+		clean(t, res)
+		header(t, res.Response.Headers, "x-queue-sent", "ok")
+	}
+	res := h.do(t, chain("lost"), get(""))
+	clean(t, res)
+	header(t, res.Response.Headers, "x-queue-sent", "not-found")
+
+	// The receiver's proxy_on_queue_ready runs on its own instance, after
+	// the sender's call returned: poll until it has seen every item.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		res := h.do(t, chain("read"), get(""))
+		clean(t, res)
+		if got, _ := res.Response.Headers.Get("x-queue-received"); got == fmt.Sprint(sent) {
+			header(t, res.Response.Headers, "x-queue-last", fmt.Sprintf("/item/%d", sent-1))
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the receiver never counted %d items: %s", sent, res.Response.Headers)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestChainSwapUnderLoad swaps the middle plugin of a chain of three while
+// requests run: no request fails, every request runs all three plugins, and
+// only the swapped plugin gets new generations.
+func TestChainSwapUnderLoad(t *testing.T) {
+	sh := host.NewSharedState()
+	a, b, c := ownedTagged(t, "a", "a", sh), ownedTagged(t, "b", "b", sh), ownedTagged(t, "c", "c", sh)
+	h := chainOf(t, a, b, c)
+
+	var stop atomic.Bool
+	var done, failed atomic.Int64
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for !stop.Load() {
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				res, err := envoytest.Do(ctx, h.conn, envoytest.Config{NoTranscript: true}, get(""))
+				cancel()
+				if err != nil || res.LocalReply != nil || res.Stats.StreamsFailed > 0 {
+					failed.Add(1)
+					t.Errorf("request failed: err %v, local reply %+v, stats %+v", err, res.LocalReply, res.Stats)
+					continue
+				}
+				if got, _ := res.Request.Headers.Get("x-chain"); got != "a,b,c" {
+					failed.Add(1)
+					t.Errorf("x-chain %q, want a,b,c", got)
+				}
+				done.Add(1)
+			}
+		}()
+	}
+	const swaps = 3
+	for i := range swaps {
+		for n := done.Load(); done.Load() < n+5 && failed.Load() == 0; {
+			time.Sleep(time.Millisecond) // let requests run on this generation
+		}
+		nb := loadOwned(t, "testbed", host.Config{Name: "b", VMID: "b", Shared: sh,
+			PluginConfig: []byte(fmt.Sprintf("tag: b\naction_header: x-testbed-b\n# generation %d", i+2))})
+		if _, err := h.srv.SwapPlugin("b", nb); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for n := done.Load(); done.Load() < n+5 && failed.Load() == 0; {
+		time.Sleep(time.Millisecond)
+	}
+	stop.Store(true)
+	wg.Wait()
+	gens := map[string]uint64{}
+	for _, g := range h.srv.Generations() {
+		gens[g.Name] = g.ID
+	}
+	if gens["a"] != 1 || gens["b"] != 1+swaps || gens["c"] != 1 {
+		t.Errorf("generations %v, want a and c at 1, b at %d", gens, 1+swaps)
+	}
+	if st := h.srv.Stats(); st.Swaps != swaps || st.PluginFailures != 0 || st.DrainExpired != 0 {
+		t.Errorf("stats %+v", st)
+	}
+	t.Logf("%d requests", done.Load())
+	// The server owns the plugins it replaced; the b current now is the
+	// caller's, closed once the server has stopped.
+	h.stop()
+	for _, p := range h.srv.Plugins() {
+		if p.Config().Name == "b" {
+			p.Close(context.Background())
+		}
+	}
+}
