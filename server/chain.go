@@ -106,7 +106,7 @@ type chainStream struct {
 // which Envoy's filter then handles by its failure_mode_allow.
 func (st *stream) selectChain(m *extprocv3.ProcessingRequest) error {
 	exp := st.srv.expiryChan() // before the leases: an expiry after them closes it
-	cd, leases, err := st.srv.acquireChain(chainName(st.gs.Context(), m))
+	cd, leases, err := st.srv.acquireChain(chainName(st.gs.Context(), m), st.leaseBuf[:0])
 	if err != nil {
 		st.log.Debug("ext_proc stream names no known chain", "err", err)
 		return err

@@ -307,15 +307,16 @@ func (t *pluginTable) lookupChain(name string) (*chainDef, error) {
 }
 
 // acquireChain looks up the named chain in the current table and takes a
-// lease on each of its plugins' current generations. A plugin removed
-// meanwhile (Apply) sends it to the new table.
-func (s *Server) acquireChain(name string) (*chainDef, []*lease, error) {
+// lease on each of its plugins' current generations, appended to buf (a
+// stream passes room for one, so that a single plugin allocates no slice).
+// A plugin removed meanwhile (Apply) sends it to the new table.
+func (s *Server) acquireChain(name string, buf []*lease) (*chainDef, []*lease, error) {
 	for {
 		cd, err := s.table.Load().lookupChain(name)
 		if err != nil {
 			return nil, nil, err
 		}
-		leases := make([]*lease, 0, len(cd.slots))
+		leases := buf[:0]
 		ok := true
 		for _, gs := range cd.slots {
 			l, got := s.acquireIn(gs)

@@ -107,7 +107,8 @@ func (p *networkProcessor) Process(gs netprocv3.NetworkExternalProcessor_Process
 	defer c.held.set(0)
 	c.flows[0] = flow{typ: abi.StreamDownstream, name: "read_data"}
 	c.flows[1] = flow{typ: abi.StreamUpstream, name: "write_data"}
-	cd, leases, err := s.acquireChain(chainName(gs.Context(), nil))
+	var buf [1]*lease
+	cd, leases, err := s.acquireChain(chainName(gs.Context(), nil), buf[:0])
 	if err != nil {
 		return err
 	}

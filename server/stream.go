@@ -29,11 +29,12 @@ type stream struct {
 	// A chain of several plugins holds one lease per plugin (chain; plugin
 	// and lease are then its first) and expired is the server's expiry
 	// channel.
-	plugin  *host.Plugin
-	lease   *lease
-	expired <-chan struct{}
-	chain   *chainDef
-	leases  []*lease
+	plugin   *host.Plugin
+	lease    *lease
+	expired  <-chan struct{}
+	chain    *chainDef
+	leases   []*lease
+	leaseBuf [1]*lease // room for the lease of a chain of one
 	// hs is the plugin's HTTP context: a *host.HTTPStream, or a
 	// *chainStream over one per plugin of a chain.
 	hs    pluginStream
