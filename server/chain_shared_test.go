@@ -3,11 +3,14 @@ package server
 import (
 	"context"
 	"fmt"
+	"io"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 
 	"github.com/wasm-callout/wasm-callout/host"
 	"github.com/wasm-callout/wasm-callout/server/envoytest"
@@ -166,6 +169,82 @@ func TestChainSwapUnderLoad(t *testing.T) {
 	for _, p := range h.srv.Plugins() {
 		if p.Config().Name == "b" {
 			p.Close(context.Background())
+		}
+	}
+}
+
+// TestApplyKeepsRunningStreams: a configuration change applies to new
+// streams; a stream already running finishes on the chain and plugins it
+// started with, even a plugin the change removed, which closes after it.
+func TestApplyKeepsRunningStreams(t *testing.T) {
+	sh := host.NewSharedState()
+	a := ownedTagged(t, "a", "a", sh)
+	b := loadOwned(t, "testbed", host.Config{Name: "b", VMID: "b", Shared: sh,
+		PluginConfig: []byte("tag: b\naction_header: x-testbed-b")}) // the server closes it once removed
+	h := chainOf(t, a, b)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	st, err := extprocv3.NewExternalProcessorClient(h.conn).Process(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func(m *extprocv3.ProcessingRequest) *extprocv3.ProcessingResponse {
+		t.Helper()
+		if err := st.Send(m); err != nil {
+			t.Fatal(err)
+		}
+		r, err := st.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{
+		Headers: hdrs(":method", "GET", ":path", "/", ":authority", "x", ":scheme", "http"), EndOfStream: true}}})
+
+	if err := h.srv.Apply(Update{Remove: []string{"b"}, Chains: Chains{Chains: map[string][]string{DefaultChain: {"a"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	res := h.do(t, envoytest.Config{}, get(""))
+	clean(t, res)
+	header(t, res.Request.Headers, "x-chain", "a")
+
+	// The running stream's response still passes b, then a.
+	r := send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseHeaders{ResponseHeaders: &extprocv3.HttpHeaders{
+		Headers: hdrs(":status", "200"), EndOfStream: true}}})
+	var chain string
+	for _, o := range r.GetResponseHeaders().GetResponse().GetHeaderMutation().GetSetHeaders() {
+		if o.GetHeader().GetKey() == "x-chain-resp" {
+			chain = string(o.GetHeader().GetRawValue())
+		}
+	}
+	if chain != "b,a" {
+		t.Errorf("running stream's x-chain-resp %q, want b,a\n%v", chain, r)
+	}
+	st.CloseSend()
+	if _, err := st.Recv(); err != io.EOF {
+		t.Fatalf("stream end: %v", err)
+	}
+	// b closes once its last stream is gone.
+	deadline := time.Now().Add(10 * time.Second)
+	for h.srv.Stats().DrainingGenerations != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the removed plugin was not closed: %+v", h.srv.Stats())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := len(h.srv.Generations()); got != 1 {
+		t.Errorf("%d plugins served, want 1", got)
+	}
+	// Invalid changes change nothing.
+	for _, u := range []Update{
+		{Chains: Chains{Chains: map[string][]string{DefaultChain: {"b"}}}},
+		{Chains: Chains{Chains: map[string][]string{"other": {"a"}}}},
+		{Remove: []string{"zz"}, Chains: Chains{Chains: map[string][]string{DefaultChain: {"a"}}}},
+	} {
+		if err := h.srv.Apply(u); err == nil {
+			t.Errorf("Apply(%+v) succeeded", u)
 		}
 	}
 }
