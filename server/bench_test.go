@@ -33,37 +33,7 @@ func BenchmarkProcessHeaders(b *testing.B) {
 }
 
 func benchProcessHeaders(b *testing.B, name string) {
-	p := plugin(b, name, host.FailClosed, "")
-	h := start(b, Options{Plugin: p})
-	c := extprocv3.NewExternalProcessorClient(h.conn)
-	req := &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{
-		Headers: hdrs(":method", "GET", ":path", "/", ":authority", "x", ":scheme", "http"), EndOfStream: true}}}
-	resp := &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseHeaders{ResponseHeaders: &extprocv3.HttpHeaders{
-		Headers: hdrs(":status", "200"), EndOfStream: true}}}
-	b.ReportAllocs()
-	b.SetParallelism(8)
-	cpu0 := cpuTime()
-	defer func() { b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-ns/op") }()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			s, err := c.Process(context.Background())
-			if err != nil {
-				b.Fatal(err)
-			}
-			s.Send(req)
-			if _, err := s.Recv(); err != nil {
-				b.Fatal(err)
-			}
-			s.Send(resp)
-			if _, err := s.Recv(); err != nil {
-				b.Fatal(err)
-			}
-			s.CloseSend()
-			if _, err := s.Recv(); err != io.EOF {
-				b.Fatal(err)
-			}
-		}
-	})
+	benchHeaders(b, []*harness{start(b, Options{Plugin: plugin(b, name, host.FailClosed, "")})})
 }
 
 // BenchmarkChain compares a chain of N zero-work plugins (one ext_proc

@@ -193,7 +193,7 @@ func (r *reloader) applyConfig(srv *server.Server, trigger string, cs *configSou
 // reloadConfig reads the configuration file and applies it.
 func (r *reloader) reloadConfig(srv *server.Server, trigger string) error {
 	cs, err := readConfigSource(r.c.configFile)
-	r.attempted = configAttemptKey(cs, err)
+	r.attempted = attemptKey(cs, err)
 	return r.applyConfig(srv, trigger, cs, err)
 }
 
@@ -201,26 +201,12 @@ func (r *reloader) reloadConfig(srv *server.Server, trigger string) error {
 // changed since the configuration serving now and since the last attempt.
 func (r *reloader) pollConfig(srv *server.Server) {
 	cs, err := readConfigSource(r.c.configFile)
-	key := configAttemptKey(cs, err)
 	r.stateMu.Lock()
 	cur := r.cfg.src
 	r.stateMu.Unlock()
-	if err == nil && key == cur.key() {
-		r.attempted = key
-		return
+	if r.worthTrying(attemptKey(cs, err), cur.key(), err) {
+		r.applyConfig(srv, triggerWatch, cs, err)
 	}
-	if key == r.attempted {
-		return
-	}
-	r.attempted = key
-	r.applyConfig(srv, triggerWatch, cs, err)
-}
-
-func configAttemptKey(cs *configSource, err error) string {
-	if err != nil {
-		return "error: " + err.Error()
-	}
-	return cs.key()
 }
 
 // namedStatus is one plugin of GET /plugin in --config mode.

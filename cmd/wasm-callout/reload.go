@@ -255,21 +255,30 @@ func (r *reloader) poll() {
 		return
 	}
 	src, err := readSource(r.c)
-	key := attemptKey(src, err)
-	if err == nil && key == cur.key() {
+	if r.worthTrying(attemptKey(src, err), cur.key(), err) {
+		r.apply(srv, triggerWatch, src, err)
+	}
+}
+
+// worthTrying reports whether a poll should apply what it read (key, or
+// the read error): not what serves, nor what the last attempt tried. It
+// records the attempt. Caller holds mu.
+func (r *reloader) worthTrying(key, serving string, readErr error) bool {
+	if readErr == nil && key == serving {
 		// Back to what serves (after a broken version, say): a later
 		// change to that broken version is worth another attempt.
 		r.attempted = key
-		return
+		return false
 	}
 	if key == r.attempted {
-		return
+		return false
 	}
 	r.attempted = key
-	r.apply(srv, triggerWatch, src, err)
+	return true
 }
 
-func attemptKey(src *source, err error) string {
+// attemptKey identifies what a read found: its content, or its error.
+func attemptKey[S interface{ key() string }](src S, err error) string {
 	if err != nil {
 		return "error: " + err.Error()
 	}
