@@ -1,12 +1,18 @@
 package server
 
 import (
+	"context"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	netprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/network_ext_proc/v3"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/wasm-callout/wasm-callout/host"
@@ -142,6 +148,57 @@ func TestChain(t *testing.T) {
 				body(t, "request", res.Request.Body, "ABC+appended")
 			},
 		},
+		{
+			// STREAMED: b holds the chunks until the end (each is
+			// answered with a cleared body meanwhile), then c appends.
+			name: "streamed_body_held_in_the_middle", h: abc, req: withHeader(withHeader(post("", "abc", "def"),
+				"x-testbed-b", "buffer-body"), "x-testbed-c", "append-body"),
+			cfg: envoytest.Config{ProcessingMode: mode(streamed, none, false)},
+			check: func(t *testing.T, res *envoytest.Result) {
+				body(t, "request", res.Request.Body, "ABCDEF+appended")
+			},
+		},
+		{
+			// FULL_DUPLEX_STREAMED: the same, answered M:N.
+			name: "full_duplex_body_held_in_the_middle", h: abc, req: withHeader(withHeader(post("", "abc", "def"),
+				"x-testbed-b", "buffer-body"), "x-testbed-c", "append-body"),
+			cfg: envoytest.Config{ProcessingMode: mode(fullDuplex, none, true)},
+			check: func(t *testing.T, res *envoytest.Result) {
+				body(t, "request", res.Request.Body, "ABCDEF+appended")
+			},
+		},
+		{
+			// With trailers the body never ends for b: what it holds goes
+			// on, unchanged, when the trailers pass it, before them.
+			name: "full_duplex_body_released_by_trailers", h: abc, req: withTrailers(withHeader(withHeader(post("", "abc", "def"),
+				"x-testbed-b", "buffer-body"), "x-testbed-c", "trailers")),
+			cfg: envoytest.Config{ProcessingMode: mode(fullDuplex, none, true)},
+			check: func(t *testing.T, res *envoytest.Result) {
+				body(t, "request", res.Request.Body, "abcdef")
+				header(t, res.Request.Trailers, "x-testbed-trailer", "req")
+			},
+		},
+		{
+			// The response body runs c, b, a: b replaces it.
+			name: "response_body", h: abc, req: withHeader(post(""), "x-testbed-b", "replace-resp-body"),
+			cfg: envoytest.Config{ProcessingMode: mode(none, buffered, false)},
+			check: func(t *testing.T, res *envoytest.Result) {
+				body(t, "response", res.Response.Body, "replaced by testbed\n")
+			},
+		},
+		{
+			// b replies in the response: the reply goes out as it is
+			// (Envoy sends it straight to the codec), after c's response
+			// callback ran and before a's.
+			name: "local_reply_in_the_response", h: abc, req: withHeader(get(""), "x-testbed-b", "local-reply-resp"),
+			check: func(t *testing.T, res *envoytest.Result) {
+				if lr := res.LocalReply; lr == nil || lr.Status != 403 || !lr.Immediate {
+					t.Fatalf("local reply %+v, want an immediate 403", lr)
+				}
+				header(t, res.Response.Headers, "x-testbed-reply", "local-resp")
+				noHeader(t, res.Response.Headers, "x-saw-resp-a")
+			},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -208,4 +265,47 @@ func chainMetadata(name string) *corev3.Metadata {
 	return &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{
 		ChainNamespace: {Fields: map[string]*structpb.Value{ChainField: structpb.NewStringValue(name)}},
 	}}
+}
+
+// TestChainL4: a TCP connection picks its chain by initial metadata too;
+// a chain of several plugins is refused (not supported on L4 yet), an
+// unknown one is NOT_FOUND, a chain of one serves.
+func TestChainL4(t *testing.T) {
+	load := func(name string) *host.Plugin {
+		p, err := host.Load(context.Background(), mustRead(t, filepath.Join("testdata", "tcpedge.wasm")),
+			host.Config{Name: name, Instances: 1, Logger: testLogger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { p.Close(context.Background()) })
+		return p
+	}
+	t1, t2 := load("t1"), load("t2")
+	h := start(t, Options{Plugins: []*host.Plugin{t1, t2}, Chains: Chains{Chains: map[string][]string{
+		DefaultChain: {"t1"}, "only-t2": {"t2"}, "both": {"t1", "t2"},
+	}}})
+	for _, tt := range []struct {
+		chain string
+		want  codes.Code
+	}{{"", codes.OK}, {"only-t2", codes.OK}, {"both", codes.Unimplemented}, {"nope", codes.NotFound}} {
+		t.Run("chain="+tt.chain, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if tt.chain != "" {
+				ctx = metadata.AppendToOutgoingContext(ctx, ChainMetadataKey, tt.chain)
+			}
+			st, err := netprocv3.NewNetworkExternalProcessorClient(h.conn).Process(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := st.Send(&netprocv3.ProcessingRequest{ReadData: &netprocv3.Data{Data: []byte("hello")}}); err != nil {
+				t.Fatal(err)
+			}
+			_, err = st.Recv()
+			if got := status.Code(err); got != tt.want {
+				t.Fatalf("code %v (%v), want %v", got, err, tt.want)
+			}
+			st.CloseSend()
+		})
+	}
 }
