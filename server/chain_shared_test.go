@@ -112,6 +112,8 @@ func TestChainSwapUnderLoad(t *testing.T) {
 	a, b, c := ownedTagged(t, "a", "a", sh), ownedTagged(t, "b", "b", sh), ownedTagged(t, "c", "c", sh)
 	h := chainOf(t, a, b, c)
 
+	// The default message timeout (200 ms) is about the machine, not the
+	// swap: loading the new b competes for the CPU with the requests.
 	var stop atomic.Bool
 	var done, failed atomic.Int64
 	var wg sync.WaitGroup
@@ -121,7 +123,7 @@ func TestChainSwapUnderLoad(t *testing.T) {
 			defer wg.Done()
 			for !stop.Load() {
 				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-				res, err := envoytest.Do(ctx, h.conn, envoytest.Config{NoTranscript: true}, get(""))
+				res, err := envoytest.Do(ctx, h.conn, envoytest.Config{NoTranscript: true, MessageTimeout: 10 * time.Second}, get(""))
 				cancel()
 				if err != nil || res.LocalReply != nil || res.Stats.StreamsFailed > 0 {
 					failed.Add(1)
