@@ -250,3 +250,32 @@ func TestApplyKeepsRunningStreams(t *testing.T) {
 		}
 	}
 }
+
+// TestChainNoInstance: a plugin of the chain that cannot open a context
+// (here: closed under the server, as a pool with no healthy instance
+// refuses) gets its own failure policy; the others are unaffected.
+func TestChainNoInstance(t *testing.T) {
+	for _, policy := range []host.FailurePolicy{host.FailOpen, host.FailClosed} {
+		t.Run(policy.String(), func(t *testing.T) {
+			sh := host.NewSharedState()
+			a := ownedTagged(t, "a", "a", sh)
+			gone := loadOwned(t, "testbed", host.Config{Name: "gone", VMID: "gone", Shared: sh, FailurePolicy: policy,
+				PluginConfig: []byte("tag: gone")})
+			gone.Close(context.Background())
+			h := chainOf(t, a, gone)
+			res := h.do(t, envoytest.Config{}, get(""))
+			clean(t, res)
+			if policy == host.FailOpen {
+				if res.LocalReply != nil {
+					t.Fatalf("local reply %+v, want none", res.LocalReply)
+				}
+				header(t, res.Request.Headers, "x-chain", "a")
+			} else if lr := res.LocalReply; lr == nil || lr.Status != 500 || lr.Details != detailsFailStream {
+				t.Fatalf("local reply %+v, want 500 %s", lr, detailsFailStream)
+			}
+			if n := h.srv.Stats().PluginFailures; n != 1 {
+				t.Errorf("%d plugin failures counted, want 1", n)
+			}
+		})
+	}
+}
