@@ -268,26 +268,17 @@ func chainMetadata(name string) *corev3.Metadata {
 }
 
 // TestChainL4: a TCP connection picks its chain by initial metadata too;
-// a chain of several plugins is refused (not supported on L4 yet), an
-// unknown one is NOT_FOUND, a chain of one serves.
+// an unknown one is NOT_FOUND.
 func TestChainL4(t *testing.T) {
-	load := func(name string) *host.Plugin {
-		p, err := host.Load(context.Background(), mustRead(t, filepath.Join("testdata", "tcpedge.wasm")),
-			host.Config{Name: name, Instances: 1, Logger: testLogger()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { p.Close(context.Background()) })
-		return p
-	}
-	t1, t2 := load("t1"), load("t2")
+	t1 := tcpEdgeNamed(t, "t1", host.FailClosed, "")
+	t2 := tcpEdgeNamed(t, "t2", host.FailClosed, "")
 	h := start(t, Options{Plugins: []*host.Plugin{t1, t2}, Chains: Chains{Chains: map[string][]string{
 		DefaultChain: {"t1"}, "only-t2": {"t2"}, "both": {"t1", "t2"},
 	}}})
 	for _, tt := range []struct {
 		chain string
 		want  codes.Code
-	}{{"", codes.OK}, {"only-t2", codes.OK}, {"both", codes.Unimplemented}, {"nope", codes.NotFound}} {
+	}{{"", codes.OK}, {"only-t2", codes.OK}, {"both", codes.OK}, {"nope", codes.NotFound}} {
 		t.Run("chain="+tt.chain, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
@@ -301,11 +292,99 @@ func TestChainL4(t *testing.T) {
 			if err := st.Send(&netprocv3.ProcessingRequest{ReadData: &netprocv3.Data{Data: []byte("hello")}}); err != nil {
 				t.Fatal(err)
 			}
-			_, err = st.Recv()
+			r, err := st.Recv()
 			if got := status.Code(err); got != tt.want {
 				t.Fatalf("code %v (%v), want %v", got, err, tt.want)
 			}
+			if err == nil && string(r.GetReadData().GetData()) != "hello" {
+				t.Errorf("answer %v", r)
+			}
 			st.CloseSend()
+		})
+	}
+}
+
+// tcpEdgeNamed is tcpEdge with a plugin name of its own.
+func tcpEdgeNamed(t *testing.T, name string, policy host.FailurePolicy, config string) *host.Plugin {
+	t.Helper()
+	p, err := host.Load(context.Background(), mustRead(t, filepath.Join("testdata", "tcpedge.wasm")), host.Config{
+		Name: name, PluginConfig: []byte(config), Instances: 1, FailurePolicy: policy, Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close(context.Background()) })
+	return p
+}
+
+// TestChainL4Edge runs connections through a chain of two tcpedge plugins
+// (read data first to second, write data second to first) through the
+// emulated network filter.
+func TestChainL4Edge(t *testing.T) {
+	after := func(d time.Duration, data string) envoytest.Frame {
+		return envoytest.Frame{Data: []byte(data), Delay: d}
+	}
+	tests := []struct {
+		name             string
+		policy1, policy2 host.FailurePolicy
+		config2          string
+		conn             envoytest.Connection
+		want             l4Want
+	}{
+		{
+			name: "pass through both ways",
+			conn: envoytest.Connection{Read: envoytest.Frames(true, "hello"), Write: envoytest.Frames(true, "ok"), WriteAfterRead: true},
+			want: l4Want{up: "hello", down: "ok", upEOS: true, downEOS: true, statuses: "U U"},
+		},
+		{
+			// The first holds the read data until '.', the second then
+			// sees it whole; the write data is held by the second first.
+			name: "a pause in each direction",
+			conn: envoytest.Connection{Read: envoytest.Frames(false, "P1", "2", "3."), Write: envoytest.Frames(true, "Pa", "b.")},
+			want: l4Want{up: "P123.", down: "Pab.", downEOS: true, statuses: "M M M M M"},
+		},
+		{
+			// Each resumes on its own tick; the second only sees the data
+			// once the first released it.
+			name: "asynchronous continues in turn",
+			conn: envoytest.Connection{Read: []envoytest.Frame{{Data: []byte("A1")}, after(300*time.Millisecond, "x"), after(0, "y")}},
+			want: l4Want{up: "A1xy", statuses: "M M U"},
+		},
+		{
+			// The first rewrites the data; the second sees the rewrite.
+			name: "the second sees the first's edit",
+			conn: envoytest.Connection{Read: envoytest.Frames(true, "S")},
+			want: l4Want{up: "none", upEOS: true, statuses: "M"},
+		},
+		{
+			// The first traps and fails open; the second traps on the same
+			// data and fails closed.
+			name: "each plugin its own failure policy", policy1: host.FailOpen,
+			conn: envoytest.Connection{Read: envoytest.Frames(false, "T1", "never")},
+			want: l4Want{close: envoytest.ClosedFlushWrite, statuses: "MC"},
+		},
+		{
+			name: "both fail open", policy1: host.FailOpen, policy2: host.FailOpen,
+			conn: envoytest.Connection{Read: envoytest.Frames(true, "T1", "C2"), Write: envoytest.Frames(true, "w")},
+			want: l4Want{up: "T1C2", down: "w", upEOS: true, downEOS: true, statuses: "U U U"},
+		},
+		{
+			name: "the second pauses the new connection until a tick", config2: "N",
+			conn: envoytest.Connection{Read: []envoytest.Frame{{Data: []byte("a")}, after(150*time.Millisecond, "b")}},
+			want: l4Want{up: "ab", statuses: "M M"},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t1 := tcpEdgeNamed(t, "t1", tc.policy1, "")
+			t2 := tcpEdgeNamed(t, "t2", tc.policy2, tc.config2)
+			h := start(t, Options{Plugins: []*host.Plugin{t1, t2}, Chains: Chains{Chains: map[string][]string{DefaultChain: {"t1", "t2"}}}})
+			res := h.doL4(t, envoytest.L4Config{MessageTimeout: 5 * time.Second}, &tc.conn)
+			tc.want.check(t, res)
+			if n := h.srv.Stats().PluginFailures; (tc.policy1 == host.FailOpen || tc.policy2 == host.FailOpen) != (n == 1) {
+				t.Errorf("%d plugin failures counted", n)
+			}
+			waitNoStreams(t, t1)
+			waitNoStreams(t, t2)
 		})
 	}
 }

@@ -138,7 +138,8 @@
 // short-circuits, each plugin its own failure policy) and one answer per
 // message. Each plugin swaps on its own (SwapPlugin, ReloadPlugin); Apply
 // changes plugins and chains for new streams while running ones finish on
-// what they started with. L4 streams run chains of one plugin only.
+// what they started with. L4 connections run chains the same way
+// (network_chain.go), choosing them by initial metadata.
 //
 // # network_ext_proc (L4)
 //
