@@ -178,13 +178,6 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, hup <-c
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q (flags only)", fs.Arg(0))
 	}
-	if c.configFile != "" {
-		for _, name := range []string{"plugin", "plugin-config", "vm-config", "name", "root-id", "vm-id"} {
-			if flagSet(fs, name) {
-				return fmt.Errorf("--%s and --config do not go together: set it on the plugin in the configuration file", name)
-			}
-		}
-	}
 	hc, err := c.hostConfig()
 	if err != nil {
 		return err
@@ -453,6 +446,14 @@ func healthHandler(srv *atomic.Pointer[server.Server], routes ...func(*http.Serv
 func (c *serveConfig) hostConfig() (host.Config, error) {
 	if c.plugin == "" && c.configFile == "" {
 		return host.Config{}, errors.New("--plugin is required (or --config FILE)")
+	}
+	if c.configFile != "" {
+		for _, f := range []struct{ name, v string }{{"plugin", c.plugin}, {"plugin-config", c.pluginConfig},
+			{"vm-config", c.vmConfig}, {"name", c.name}, {"root-id", c.rootID}, {"vm-id", c.vmID}} {
+			if f.v != "" {
+				return host.Config{}, fmt.Errorf("--%s and --config do not go together: set it on the plugin in the configuration file", f.name)
+			}
+		}
 	}
 	var hc host.Config
 	switch c.failurePolicy {
