@@ -48,6 +48,20 @@ func (p *Plugin) NewHTTPStream(props PropertySource) (*HTTPStream, error) {
 	return s, nil
 }
 
+// NewHTTPStreamNotify is NewHTTPStream for a stream whose Notify is notify,
+// which the caller may share among streams: a filter chain waits on one
+// channel for the events of all of its plugins' streams. notify must be
+// buffered (capacity 1 is enough); the host never blocks on it.
+func (p *Plugin) NewHTTPStreamNotify(props PropertySource, notify chan struct{}) (*HTTPStream, error) {
+	s := &HTTPStream{}
+	s.http = s
+	s.notify = notify
+	if err := p.openStream(&s.stream, props); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
 // RequestHeaders runs proxy_on_request_headers. The pairs become the
 // request header map; their mutations are read back with Headers.
 func (s *HTTPStream) RequestHeaders(headers []abi.Pair, endOfStream bool) Result {

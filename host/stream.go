@@ -56,7 +56,10 @@ func (s *stream) invoke(ph phase, fn api.Function, params ...uint64) (uint64, er
 // open registers a new context on in and calls proxy_on_context_create.
 // Caller holds in.mu.
 func (s *stream) open(in *instance, props PropertySource) {
-	s.in, s.props, s.notify = in, props, make(chan struct{}, 1)
+	s.in, s.props = in, props
+	if s.notify == nil {
+		s.notify = make(chan struct{}, 1)
+	}
 	s.id = in.nextContextID()
 	s.ctx = pluginContext{id: s.id, stream: s}
 	in.contexts[s.id] = &s.ctx

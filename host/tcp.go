@@ -27,6 +27,19 @@ func (p *Plugin) NewTCPStream(props PropertySource) (*TCPStream, error) {
 	return s, nil
 }
 
+// NewTCPStreamNotify is NewTCPStream for a stream whose Notify is notify,
+// which the caller may share among streams (a network filter chain); see
+// NewHTTPStreamNotify.
+func (p *Plugin) NewTCPStreamNotify(props PropertySource, notify chan struct{}) (*TCPStream, error) {
+	s := &TCPStream{}
+	s.tcp = s
+	s.notify = notify
+	if err := p.openStream(&s.stream, props); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
 // NewConnection runs proxy_on_new_connection. A Pause holds the
 // connection's data until the plugin continues the downstream direction.
 func (s *TCPStream) NewConnection() Result {

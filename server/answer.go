@@ -103,7 +103,7 @@ func (st *stream) modeOverride() *filterv3.ProcessingMode {
 		return nil
 	}
 	want := func(d *direction) bool {
-		return st.lease.gen.wantBody[d.typ] && d.mode == filterv3.ProcessingMode_NONE && !d.answeredHeaders && !d.headersEOS
+		return st.wantBody(d.typ) && d.mode == filterv3.ProcessingMode_NONE && !d.answeredHeaders && !d.headersEOS
 	}
 	wantReq, wantResp := want(req), want(resp)
 	if !wantReq && !wantResp {

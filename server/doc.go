@@ -126,6 +126,21 @@
 //   - Flow control, the GRPC body mode and streamed_immediate_response are
 //     not implemented (Envoy implements none of them either).
 //
+// # Chains
+//
+// Options.Plugins and Options.Chains serve several named plugins in chains
+// (chains.go, chain.go): a stream picks its chain on its first message, by
+// the gRPC initial metadata key x-wasm-callout-chain (ChainMetadataKey) or
+// the metadata_context field wasm-callout.chain, else the default chain; an
+// unknown name ends it with NotFound. The plugins of a chain run on that one
+// stream with Envoy's filter-chain semantics (request callbacks in order,
+// response callbacks in reverse, a pause stops the rest, a local reply
+// short-circuits, each plugin its own failure policy) and one answer per
+// message. Each plugin swaps on its own (SwapPlugin, ReloadPlugin); Apply
+// changes plugins and chains for new streams while running ones finish on
+// what they started with. L4 connections run chains the same way
+// (network_chain.go), choosing them by initial metadata.
+//
 // # network_ext_proc (L4)
 //
 // The same Server also serves envoy.service.network_ext_proc.v3

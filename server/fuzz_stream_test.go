@@ -44,22 +44,35 @@ import (
 // (request header x-act), content-length, send_body_without_waiting, the
 // server's DisableModeOverride and noise (a protocol_config on later
 // messages, which the server must ignore); then each byte pair is one
-// operation (a message, CloseSend or cancel).
+// operation (a message, CloseSend or cancel). The first operation's high
+// bit runs the stream through a chain of two edge plugins instead of one
+// (chain.go), which must answer by the same protocol.
 func FuzzStreamStateMachine(f *testing.F) {
 	p := plugin(f, "edge", host.FailClosed, "fuzz") // a plugin of its own: its live streams are ours
-	harnesses := [2]*harness{
+	p2 := loader.Load(f, "edge|fuzz-chain", "testdata/edge.wasm", host.Config{
+		Name: "edge2", Instances: 2, FailStatus: 500, PluginConfig: []byte("fuzz")})
+	twoEdges := Chains{Chains: map[string][]string{DefaultChain: {"edge", "edge2"}}}
+	harnesses := [4]*harness{
 		start(f, Options{Plugin: p}),
 		start(f, Options{Plugin: p, DisableModeOverride: true}),
+		start(f, Options{Plugins: []*host.Plugin{p, p2}, Chains: twoEdges}),
+		start(f, Options{Plugins: []*host.Plugin{p, p2}, Chains: twoEdges, DisableModeOverride: true}),
 	}
 	for _, s := range fzSeeds {
+		f.Add(s.encode())
+		s.chain = true
 		f.Add(s.encode())
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c := fzDecode(data)
-		h := harnesses[0]
+		i := 0
 		if c.noOverride {
-			h = harnesses[1]
+			i = 1
 		}
+		if c.chain {
+			i += 2
+		}
+		h := harnesses[i]
 		r := c.play(t, h)
 		c.check(t, r)
 		waitIdle(t, h)
@@ -123,6 +136,7 @@ type fzCase struct {
 	withoutWaiting    bool
 	noOverride        bool
 	noise             bool
+	chain             bool
 	ops               []fzOp
 }
 
@@ -139,6 +153,7 @@ func fzDecode(data []byte) *fzCase {
 		protocolConfig: b0&0x40 == 0, observability: b0&0x80 != 0,
 		act: fzActs[b1&7], contentLength: b1&0x08 != 0, withoutWaiting: b1&0x10 != 0,
 		noOverride: b1&0x20 != 0, noise: b1&0x40 != 0,
+		chain: len(data) > 2 && data[2]&0x80 != 0,
 	}
 	for i := 2; i+1 < len(data) && len(c.ops) < fzMaxOps; i += 2 {
 		op := fzOp{kind: fzKinds[data[i]&15], eos: data[i+1]&1 != 0, size: int(data[i+1] >> 1)}
@@ -191,6 +206,9 @@ func (c *fzCase) encode() []byte {
 			arg |= byte(op.size&0x3f) << 1
 		}
 		data = append(data, byte(k), arg)
+	}
+	if c.chain && len(data) > 2 {
+		data[2] |= 0x80
 	}
 	return data
 }

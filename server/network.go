@@ -74,9 +74,12 @@ type tcpConn struct {
 	plugin  *host.Plugin
 	lease   *lease
 	expired <-chan struct{}
-	ts      *host.TCPStream
-	props   attributeSource
-	flows   [2]flow // read_data, write_data
+	ts      tcpPluginStream // a *host.TCPStream, or a *tcpChain (network_chain.go)
+	// leases holds one lease per plugin of a chain of several (lease is
+	// then the first's, and expired the server's expiry channel).
+	leases []*lease
+	props  attributeSource
+	flows  [2]flow // read_data, write_data
 
 	noPlugin bool // fail-open without an instance: everything passes
 	failed   bool // a plugin failure was reported
@@ -107,9 +110,23 @@ func (p *networkProcessor) Process(gs netprocv3.NetworkExternalProcessor_Process
 	defer c.held.set(0)
 	c.flows[0] = flow{typ: abi.StreamDownstream, name: "read_data"}
 	c.flows[1] = flow{typ: abi.StreamUpstream, name: "write_data"}
-	c.lease = s.acquireLease()
+	var buf [1]*lease
+	exp := s.expiryChan()
+	_, leases, err := s.acquireChain(chainName(gs.Context(), nil), buf[:0])
+	if err != nil {
+		return err
+	}
+	c.lease = leases[0]
 	c.plugin, c.expired = c.lease.gen.plugin, c.lease.expired()
-	defer func() { c.lease.release() }() // expire may move the connection
+	if len(leases) > 1 {
+		c.leases, c.expired = leases, exp
+	}
+	defer func() { // expire may move the connection
+		for _, l := range c.leases {
+			l.release()
+		}
+		c.lease.release()
+	}()
 	defer c.close()
 	defer func() {
 		if r := recover(); r != nil {
@@ -183,11 +200,17 @@ func (c *tcpConn) run() error {
 // once.
 func (c *tcpConn) expire() {
 	c.expired = nil
+	if c.leases != nil {
+		c.expireChain()
+		return
+	}
 	if c.ts == nil && !c.noPlugin {
 		old := c.lease
-		c.lease = c.srv.acquireLease()
-		c.plugin, c.expired = c.lease.gen.plugin, c.lease.expired()
-		old.release()
+		if l, ok := c.srv.acquireIn(old.slot); ok {
+			c.lease = l
+			c.plugin, c.expired = l.gen.plugin, l.expired()
+			old.release()
+		}
 		return
 	}
 	if c.ts != nil {
@@ -326,6 +349,13 @@ func (c *tcpConn) frame(f *flow, in []byte, eos bool) error {
 // Without a healthy instance the failure policy applies. The result says
 // whether the connection must be closed.
 func (c *tcpConn) open() (host.Result, error) {
+	if c.leases != nil {
+		r, err := c.newTCPChain()
+		if err == nil && r.Action == abi.ActionPause && !r.Close {
+			c.connPaused = true
+		}
+		return r, err
+	}
 	ts, err := c.plugin.NewTCPStream(&c.props)
 	if errors.Is(err, host.ErrOverloaded) {
 		return host.Result{}, c.srv.shed()
@@ -509,16 +539,19 @@ func (c *tcpConn) lost(direction string, n int) {
 		"direction", direction, "bytes", n)
 }
 
-func (c *tcpConn) pluginFailed(err error, closed bool) {
+// pluginFailed logs and counts the connection's first plugin failure;
+// attrs name the plugin of a chain.
+func (c *tcpConn) pluginFailed(err error, closed bool, attrs ...any) {
 	if c.failed {
 		return
 	}
 	c.failed = true
 	c.srv.stats.pluginFailures.Add(1)
+	attrs = append(attrs, "err", err)
 	if closed {
-		c.srv.log.Warn("plugin failed; closing the connection (fail-closed)", "err", err)
+		c.srv.log.Warn("plugin failed; closing the connection (fail-closed)", attrs...)
 	} else {
-		c.srv.log.Warn("plugin failed; passing the connection's data without it (fail-open)", "err", err)
+		c.srv.log.Warn("plugin failed; passing the connection's data without it (fail-open)", attrs...)
 	}
 }
 

@@ -222,12 +222,15 @@ func waitIdle(t *testing.T, h *harness) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		s, ps := h.srv.Stats(), h.srv.Plugin().Stats()
-		if s.StreamsActive == 0 && ps.LiveStreams == 0 {
+		s, live := h.srv.Stats(), int64(0)
+		for _, p := range h.srv.Plugins() {
+			live += p.Stats().LiveStreams
+		}
+		if s.StreamsActive == 0 && live == 0 {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("not idle: %d active streams, %d live plugin contexts", s.StreamsActive, ps.LiveStreams)
+			t.Fatalf("not idle: %d active streams, %d live plugin contexts", s.StreamsActive, live)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

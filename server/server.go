@@ -1,7 +1,6 @@
 package server
 
 import (
-	"errors"
 	"log/slog"
 	"math"
 	"runtime"
@@ -63,12 +62,20 @@ func GRPCServerOptions(l Limits) []grpc.ServerOption {
 	}
 }
 
-// Options configure a Server. Only Plugin is required.
+// Options configure a Server. Plugin or Plugins is required.
 type Options struct {
 	// Plugin runs every stream until Swap replaces it (generation 1). Its
 	// failure policy and fail status (host.Config) also apply when no
 	// instance is available.
 	Plugin *host.Plugin
+	// Plugins are several named plugins (host.Config.Name, unique), run
+	// in the chains that Chains names (see chains.go); each keeps its own
+	// failure policy and swaps on its own (SwapPlugin). Set Plugin or
+	// Plugins, not both.
+	Plugins []*host.Plugin
+	// Chains names the chains of Plugins. Without it, a single plugin is
+	// the chain DefaultChain.
+	Chains Chains
 	// Logger receives the server's logs; nil means slog.Default().
 	Logger *slog.Logger
 
@@ -157,8 +164,9 @@ type Stats struct {
 	// plugins (what Limits.MaxBufferTotal caps).
 	BufferedBytes int64
 
-	// Generation is the plugin generation new streams start on: 1 for
-	// Options.Plugin, one more per Swap.
+	// Generation is the primary plugin's generation new streams start on:
+	// 1 for Options.Plugin, one more per Swap. Swaps, ReloadFailures,
+	// DrainingGenerations and DrainExpired count every plugin's.
 	Generation uint64
 	// Swaps counts switches to a new generation. ReloadFailures counts
 	// Reload calls whose new generation failed to prepare, leaving the
@@ -189,8 +197,11 @@ type Server struct {
 	log    *slog.Logger
 	health *health.Server
 
-	// gens holds the current plugin generation (see generations.go).
-	gens generations
+	// table holds the plugins, their current generations and the chains
+	// (chains.go); gens the bookkeeping of swaps (generations.go).
+	table  atomic.Pointer[pluginTable]
+	gens   genState
+	expiry expiry
 
 	draining atomic.Bool
 	stats    counters
@@ -205,11 +216,12 @@ type Server struct {
 // New returns a Server for opts. It starts a goroutine that keeps the
 // health status current; Close stops it.
 func New(opts Options) (*Server, error) {
-	if opts.Plugin == nil {
-		return nil, errors.New("server: no plugin")
-	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
+	}
+	table, err := newTable(opts, opts.Logger)
+	if err != nil {
+		return nil, err
 	}
 	if opts.MetadataNamespace == "" {
 		opts.MetadataNamespace = DefaultMetadataNamespace
@@ -233,7 +245,7 @@ func New(opts Options) (*Server, error) {
 		health: health.NewServer(),
 		stop:   make(chan struct{}),
 	}
-	s.gens.cur.Store(newGeneration(1, opts.Plugin))
+	s.table.Store(table)
 	s.updateHealth()
 	s.wg.Add(1)
 	go s.watchHealth()
@@ -262,23 +274,32 @@ func (s *Server) acquire() (*host.Plugin, func()) {
 }
 
 // Ready reports whether the server should receive traffic: it is live, not
-// draining, and at least one plugin instance is healthy. It never waits
-// for a plugin call.
+// draining, and every current plugin has a healthy instance. It never
+// waits for a plugin call.
 func (s *Server) Ready() bool {
 	if s.draining.Load() {
 		return false
 	}
-	st := s.Plugin().Stats()
-	return st.Healthy > 0 && st.Stalled == 0
+	for _, p := range s.Plugins() {
+		if st := p.Stats(); st.Healthy == 0 || st.Stalled > 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // Live reports whether the server can still make progress: no instance of
-// the current plugin is stuck in a call that its deadline could not stop
+// a current plugin is stuck in a call that its deadline could not stop
 // (host.Stats.Stalled). Only a plugin run with deadlines off can get there;
 // a liveness probe should then restart the process. It never waits for a
 // plugin call.
 func (s *Server) Live() bool {
-	return s.Plugin().Stats().Stalled == 0
+	for _, p := range s.Plugins() {
+		if p.Stats().Stalled > 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // Drain marks the server not ready (HTTP readiness and gRPC health answer
@@ -318,7 +339,7 @@ func (s *Server) Stats() Stats {
 		Shed:               c.shed.Load(),
 		BufferedBytes:      s.buffered.Load(),
 
-		Generation:          s.gens.cur.Load().id,
+		Generation:          s.Generation().ID,
 		Swaps:               s.gens.swaps.Load(),
 		ReloadFailures:      s.gens.reloadFailures.Load(),
 		DrainingGenerations: s.gens.draining.Load(),

@@ -26,12 +26,20 @@ type stream struct {
 	// plugin is the generation this stream runs on, from first message to
 	// end, whatever happens to the server's current plugin meanwhile.
 	// lease holds it; expired is the lease's expiry, nil once handled.
-	plugin  *host.Plugin
-	lease   *lease
-	expired <-chan struct{}
-	hs      *host.HTTPStream
-	props   attributeSource
-	dirs    [2]*direction
+	// A chain of several plugins holds one lease per plugin (chain; plugin
+	// and lease are then its first) and expired is the server's expiry
+	// channel.
+	plugin   *host.Plugin
+	lease    *lease
+	expired  <-chan struct{}
+	chain    *chainDef
+	leases   []*lease
+	leaseBuf [1]*lease // room for the lease of a chain of one
+	// hs is the plugin's HTTP context: a *host.HTTPStream, or a
+	// *chainStream over one per plugin of a chain.
+	hs    pluginStream
+	props attributeSource
+	dirs  [2]*direction
 
 	held               held           // bytes kept across messages, against the limits
 	mutations          mutationPolicy // how header changes are encoded for this client
@@ -59,9 +67,7 @@ func (s *Server) Process(gs extprocv3.ExternalProcessor_ProcessServer) (err erro
 	defer s.leave()
 	st := &stream{srv: s, gs: gs, log: s.log, held: held{srv: s}}
 	defer st.held.set(0)
-	st.lease = s.acquireLease()
-	st.plugin, st.expired = st.lease.gen.plugin, st.lease.expired()
-	defer func() { st.lease.release() }() // expire may move the stream
+	defer st.releaseLeases() // the chain is chosen by the first message
 	st.dirs[abi.StreamHTTPRequest] = &direction{typ: abi.StreamHTTPRequest, name: "request",
 		headersMap: abi.MapHTTPRequestHeaders, trailersMap: abi.MapHTTPRequestTrailers}
 	st.dirs[abi.StreamHTTPResponse] = &direction{typ: abi.StreamHTTPResponse, name: "response",
@@ -154,11 +160,17 @@ func (st *stream) run() error {
 // released at once and the generation can close.
 func (st *stream) expire() {
 	st.expired = nil
+	if st.leases != nil {
+		st.expireChain()
+		return
+	}
 	if st.hs == nil && !st.noPlugin {
 		old := st.lease
-		st.lease = st.srv.acquireLease()
-		st.plugin, st.expired = st.lease.gen.plugin, st.lease.expired()
-		old.release()
+		if l, ok := st.srv.acquireIn(old.slot); ok {
+			st.lease = l
+			st.plugin, st.expired = l.gen.plugin, l.expired()
+			old.release()
+		}
 		return
 	}
 	if st.hs != nil {
@@ -213,6 +225,9 @@ func (st *stream) receive(m *extprocv3.ProcessingRequest) error {
 		}
 	}
 	if st.msgs == 1 {
+		if err := st.selectChain(m); err != nil {
+			return err
+		}
 		if err := st.configure(m); err != nil {
 			return err
 		}
@@ -306,6 +321,9 @@ func (st *stream) ensurePlugin() error {
 	if st.hs != nil || st.noPlugin {
 		return nil
 	}
+	if st.leases != nil {
+		return st.newChainStream()
+	}
 	hs, err := st.plugin.NewHTTPStream(&st.props)
 	if err == nil {
 		st.hs = hs
@@ -324,16 +342,19 @@ func (st *stream) ensurePlugin() error {
 	return st.immediate(&host.LocalResponse{Status: cfg.FailStatus, Details: detailsFailStream, GRPCStatus: grpcStatusUnavail})
 }
 
-func (st *stream) pluginFailed(err error, closed bool) {
+// pluginFailed logs and counts the stream's first plugin failure; attrs
+// name the plugin of a chain.
+func (st *stream) pluginFailed(err error, closed bool, attrs ...any) {
 	if st.failed {
 		return
 	}
 	st.failed = true
 	st.srv.stats.pluginFailures.Add(1)
+	attrs = append(attrs, "err", err)
 	if closed {
-		st.log.Warn("plugin failed; answering the request with the failure status (fail-closed)", "err", err)
+		st.log.Warn("plugin failed; answering the request with the failure status (fail-closed)", attrs...)
 	} else {
-		st.log.Warn("plugin failed; continuing without it for this request (fail-open)", "err", err)
+		st.log.Warn("plugin failed; continuing without it for this request (fail-open)", attrs...)
 	}
 }
 

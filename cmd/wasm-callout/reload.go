@@ -147,6 +147,8 @@ type reloader struct {
 	srv     *server.Server
 	cur     *loaded
 	lastErr *reloadError
+	// cfg is the --config mode's state (configreload.go); cur is nil then.
+	cfg configState
 }
 
 // newReloader returns a reloader for c's files; set base before start.
@@ -169,25 +171,29 @@ func (r *reloader) load(ctx context.Context, src *source) (*host.Plugin, error) 
 	return p, nil
 }
 
-// start loads the first generation, before the server exists.
-func (r *reloader) start() (*host.Plugin, error) {
+// start loads the first generation, before the server exists: the
+// plugin of the flags, or every plugin and chain of the --config file.
+func (r *reloader) start() (server.Options, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.c.configFile != "" {
+		return r.startConfig()
+	}
 	src, err := readSource(r.c)
 	if err != nil {
-		return nil, err
+		return server.Options{}, err
 	}
 	begin := time.Now()
 	p, err := r.load(r.ctx, src)
 	if err != nil {
-		return nil, err
+		return server.Options{}, err
 	}
 	r.attempted = src.key()
 	cur := r.record(1, triggerStart, src, p, time.Since(begin))
 	r.stateMu.Lock()
 	r.cur = cur
 	r.stateMu.Unlock()
-	return p, nil
+	return server.Options{Plugin: p}, nil
 }
 
 func (r *reloader) record(gen uint64, trigger string, src *source, p *host.Plugin, took time.Duration) *loaded {
@@ -227,6 +233,9 @@ func (r *reloader) reload(trigger string) (*loaded, error) {
 	if srv == nil {
 		return nil, errNotServing
 	}
+	if r.c.configFile != "" {
+		return nil, r.reloadConfig(srv, trigger)
+	}
 	src, err := readSource(r.c)
 	r.attempted = attemptKey(src, err)
 	return r.apply(srv, trigger, src, err)
@@ -241,22 +250,35 @@ func (r *reloader) poll() {
 	if srv == nil {
 		return
 	}
+	if r.c.configFile != "" {
+		r.pollConfig(srv)
+		return
+	}
 	src, err := readSource(r.c)
-	key := attemptKey(src, err)
-	if err == nil && key == cur.key() {
+	if r.worthTrying(attemptKey(src, err), cur.key(), err) {
+		r.apply(srv, triggerWatch, src, err)
+	}
+}
+
+// worthTrying reports whether a poll should apply what it read (key, or
+// the read error): not what serves, nor what the last attempt tried. It
+// records the attempt. Caller holds mu.
+func (r *reloader) worthTrying(key, serving string, readErr error) bool {
+	if readErr == nil && key == serving {
 		// Back to what serves (after a broken version, say): a later
 		// change to that broken version is worth another attempt.
 		r.attempted = key
-		return
+		return false
 	}
 	if key == r.attempted {
-		return
+		return false
 	}
 	r.attempted = key
-	r.apply(srv, triggerWatch, src, err)
+	return true
 }
 
-func attemptKey(src *source, err error) string {
+// attemptKey identifies what a read found: its content, or its error.
+func attemptKey[S interface{ key() string }](src S, err error) string {
 	if err != nil {
 		return "error: " + err.Error()
 	}
@@ -308,7 +330,7 @@ func (r *reloader) watch(ctx context.Context, interval time.Duration, hup <-chan
 		case <-tick:
 			r.poll()
 		case <-hup:
-			r.log.Info("SIGHUP: reloading the plugin")
+			r.log.Info("SIGHUP: reloading the plugin (or the --config file)")
 			r.reload(triggerSIGHUP)
 		}
 	}
@@ -326,6 +348,12 @@ type pluginStatus struct {
 	DrainingGenerations int64        `json:"draining_generations"`
 	DrainExpired        int64        `json:"drain_expired_streams"`
 	LastReloadError     *reloadError `json:"last_reload_error,omitempty"`
+
+	// With --config: the file, its chains and every plugin.
+	Config       *input              `json:"config,omitempty"`
+	Chains       map[string][]string `json:"chains,omitempty"`
+	DefaultChain string              `json:"default_chain,omitempty"`
+	Plugins      []namedStatus       `json:"plugins,omitempty"`
 }
 
 func (r *reloader) status() (*pluginStatus, error) {
@@ -340,12 +368,16 @@ func (r *reloader) status() (*pluginStatus, error) {
 	if r.c.watch > 0 {
 		watch = r.c.watch.String()
 	}
-	return &pluginStatus{
+	out := &pluginStatus{
 		loaded: r.cur, Watch: watch,
 		Instances: ps.Instances, HealthyInstances: ps.Healthy, LiveStreams: ps.LiveStreams,
 		Swaps: st.Swaps, ReloadFailures: st.ReloadFailures, DrainingGenerations: st.DrainingGenerations,
 		DrainExpired: st.DrainExpired, LastReloadError: r.lastErr,
-	}, nil
+	}
+	if r.c.configFile != "" {
+		r.configStatus(out)
+	}
+	return out, nil
 }
 
 // routes adds the admin endpoints to the health mux: POST /reload reloads

@@ -28,6 +28,7 @@ import (
 // serveConfig is the serve command's flags.
 type serveConfig struct {
 	plugin, pluginConfig, vmConfig string
+	configFile                     string
 	name, rootID, vmID             string
 	instances                      int
 	memoryLimitPages               uint
@@ -70,6 +71,9 @@ func serveFlags(stdout io.Writer) (*flag.FlagSet, *serveConfig) {
 		"and its TCP context as a network_ext_proc (envoy.service.network_ext_proc.v3.NetworkExternalProcessor) one,\n"+
 		"on the same ports.\n\nFlags:")
 	fs.StringVar(&c.plugin, "plugin", "", "path of the proxy-wasm plugin (.wasm) to serve (required)")
+	fs.StringVar(&c.configFile, "config", "", "YAML file of named plugins and the chains they run in, for several plugins in one server "+
+		"(README: Several plugins); instead of --plugin. Per-plugin flags (--instances, --call-timeout, --failure-policy...) are the defaults "+
+		"of its plugins; --watch, SIGHUP and POST /reload reload it")
 	fs.StringVar(&c.pluginConfig, "plugin-config", "", "plugin configuration (proxy_on_configure): a string, or @FILE to read it from FILE")
 	fs.StringVar(&c.vmConfig, "vm-config", "", "VM configuration (proxy_on_vm_start): a string, or @FILE")
 	fs.StringVar(&c.name, "name", "", "plugin name (property plugin_name); default: the plugin file name without .wasm")
@@ -246,26 +250,40 @@ func serveWith(ctx context.Context, fs *flag.FlagSet, c *serveConfig, logger *sl
 	// One metrics registry for every generation: values survive reloads.
 	hc.Metrics = host.NewMetrics()
 	rl.base = hc
-	plugin, err := rl.start()
+	initial, err := rl.start()
+	defer rl.cfg.closeUpstreams()
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil // cancelled while loading
 		}
 		return err
 	}
-	// The server owns the plugins it replaces; the one current at the end
-	// is closed here, after the server.
-	current := func() *host.Plugin { return plugin }
+	// The server owns the plugins it replaces; the ones current at the end
+	// are closed here, after the server.
+	current := func() []*host.Plugin {
+		if initial.Plugin != nil {
+			return []*host.Plugin{initial.Plugin}
+		}
+		return initial.Plugins
+	}
 	shutDown := false // the bounded shutdown below closed the plugins
 	defer func() {
 		if !shutDown {
-			current().Close(context.Background())
+			for _, p := range current() {
+				p.Close(context.Background())
+			}
 		}
 	}()
-	logger.Info("plugin loaded", "plugin", hc.Name, "path", c.plugin, "failure_policy", hc.FailurePolicy)
+	if c.configFile != "" {
+		logger.Info("plugins loaded", "config", c.configFile, "plugins", len(initial.Plugins))
+	} else {
+		logger.Info("plugin loaded", "plugin", hc.Name, "path", c.plugin, "failure_policy", hc.FailurePolicy)
+	}
 
 	srv, err := server.New(server.Options{
-		Plugin:              plugin,
+		Plugin:              initial.Plugin,
+		Plugins:             initial.Plugins,
+		Chains:              initial.Chains,
 		Logger:              logger,
 		DisableModeOverride: !c.modeOverride,
 		MetadataNamespace:   c.metadataNamespace,
@@ -279,7 +297,7 @@ func serveWith(ctx context.Context, fs *flag.FlagSet, c *serveConfig, logger *sl
 	if err != nil {
 		return err
 	}
-	current = srv.Plugin
+	current = srv.Plugins
 	defer func() {
 		if !shutDown {
 			srv.Close()
@@ -346,7 +364,7 @@ func serveWith(ctx context.Context, fs *flag.FlagSet, c *serveConfig, logger *sl
 // (their root contexts end) with what is left. A plugin call that cannot be
 // stopped (deadlines off) does not hold the process: at the timeout the
 // closing is abandoned, and the process exits with it still running.
-func shutdown(servers []*grpc.Server, srv *server.Server, current func() *host.Plugin, timeout time.Duration, logger *slog.Logger) {
+func shutdown(servers []*grpc.Server, srv *server.Server, current func() []*host.Plugin, timeout time.Duration, logger *slog.Logger) {
 	deadline := time.Now().Add(timeout)
 	reserve := min(timeout/4, 2*time.Second)
 	done := make(chan struct{})
@@ -357,8 +375,10 @@ func shutdown(servers []*grpc.Server, srv *server.Server, current func() *host.P
 		srv.Close()
 		ctx, cancel := context.WithDeadline(context.Background(), deadline)
 		defer cancel()
-		if err := current().Close(ctx); err != nil {
-			logger.Warn("closing the plugin", "err", err)
+		for _, p := range current() {
+			if err := p.Close(ctx); err != nil {
+				logger.Warn("closing the plugin", "plugin", p.Config().Name, "err", err)
+			}
 		}
 	}()
 	t := time.NewTimer(time.Until(deadline))
@@ -424,8 +444,16 @@ func healthHandler(srv *atomic.Pointer[server.Server], routes ...func(*http.Serv
 }
 
 func (c *serveConfig) hostConfig() (host.Config, error) {
-	if c.plugin == "" {
-		return host.Config{}, errors.New("--plugin is required")
+	if c.plugin == "" && c.configFile == "" {
+		return host.Config{}, errors.New("--plugin is required (or --config FILE)")
+	}
+	if c.configFile != "" {
+		for _, f := range []struct{ name, v string }{{"plugin", c.plugin}, {"plugin-config", c.pluginConfig},
+			{"vm-config", c.vmConfig}, {"name", c.name}, {"root-id", c.rootID}, {"vm-id", c.vmID}} {
+			if f.v != "" {
+				return host.Config{}, fmt.Errorf("--%s and --config do not go together: set it on the plugin in the configuration file", f.name)
+			}
+		}
 	}
 	var hc host.Config
 	switch c.failurePolicy {

@@ -106,6 +106,15 @@
 //	tick_ms: N         OnPluginStart sets the tick period to N ms (default 0: no
 //	                   ticks, so pause-headers never resumes)
 //	fail_start: true   OnPluginStart returns false
+//	action_header: H   read the actions from request header H instead of
+//	                   x-testbed (several testbeds in one filter chain)
+//	tag: NAME          mark the order of a filter chain: OnHttpRequestHeaders
+//	                   adds the response header x-saw-NAME with the request's
+//	                   x-chain as it found it ("-" if absent), then sets
+//	                   x-chain to that value + "," + NAME (or NAME);
+//	                   OnHttpResponseHeaders does the same with the response
+//	                   header x-chain-resp (and x-saw-resp-NAME), before the
+//	                   actions. Runs before, and whatever, the actions.
 //
 // An unknown name or a bad value makes OnPluginStart log an error and return
 // false. OnPluginStart logs "testbed: started (tick_ms=N)" at info.
@@ -184,6 +193,8 @@ type pluginContext struct {
 	queueID uint32
 	// paused are the HTTP contexts pause-headers stopped, resumed on tick.
 	paused []uint32
+	// actionHeader and tag are from the configuration.
+	actionHeader, tag string
 
 	requests, ticks, queueItems, counter proxywasm.MetricCounter
 	gauge                                proxywasm.MetricGauge
@@ -198,6 +209,7 @@ func (p *pluginContext) OnPluginStart(int) types.OnPluginStartStatus {
 		return types.OnPluginStartStatusFailed
 	}
 	var tickMS uint64
+	p.actionHeader = actionHeader
 	for i, line := range strings.Split(string(config), "\n") {
 		line = strings.Trim(line, " \t\r")
 		if line == "" || strings.HasPrefix(line, "#") {
@@ -208,6 +220,10 @@ func (p *pluginContext) OnPluginStart(int) types.OnPluginStartStatus {
 		switch name {
 		case "tick_ms":
 			tickMS, err = strconv.ParseUint(value, 10, 32)
+		case "action_header":
+			p.actionHeader = strings.ToLower(value)
+		case "tag":
+			p.tag = value
 		case "fail_start":
 			var fail bool
 			if fail, err = strconv.ParseBool(value); err == nil && fail {
@@ -303,7 +319,11 @@ func (h *httpContext) has(action string) bool { return h.actions[action] }
 // OnHttpRequestHeaders implements types.HttpContext.
 func (h *httpContext) OnHttpRequestHeaders(int, bool) types.Action {
 	h.plugin.requests.Increment(1)
-	list, err := proxywasm.GetHttpRequestHeader(actionHeader)
+	if t := h.plugin.tag; t != "" {
+		h.respHeaders = append(h.respHeaders, [2]string{"x-saw-" + t, chainTag(proxywasm.GetHttpRequestHeader,
+			proxywasm.ReplaceHttpRequestHeader, "x-chain", t)})
+	}
+	list, err := proxywasm.GetHttpRequestHeader(h.plugin.actionHeader)
 	if err != nil {
 		return types.ActionContinue
 	}
@@ -494,6 +514,12 @@ func (h *httpContext) OnHttpRequestTrailers(int) types.Action {
 
 // OnHttpResponseHeaders implements types.HttpContext.
 func (h *httpContext) OnHttpResponseHeaders(int, bool) types.Action {
+	if t := h.plugin.tag; t != "" {
+		saw := chainTag(proxywasm.GetHttpResponseHeader, proxywasm.ReplaceHttpResponseHeader, "x-chain-resp", t)
+		if err := proxywasm.AddHttpResponseHeader("x-saw-resp-"+t, saw); err != nil {
+			proxywasm.LogWarnf("testbed: adding x-saw-resp-%s: %v", t, err)
+		}
+	}
 	if h.has("local-reply-resp") {
 		h.localReply(403, [][2]string{{"x-testbed-reply", "local-resp"}}, "denied by testbed in response\n")
 		return types.ActionPause
@@ -652,4 +678,18 @@ func exhaustMemory() {
 		b[0] = 1
 		hoard = append(hoard, b)
 	}
+}
+
+// chainTag appends tag to header key through get and set, and returns the
+// value it found ("-" if absent).
+func chainTag(get func(string) (string, error), set func(string, string) error, key, tag string) string {
+	v, err := get(key)
+	saw, next := "-", tag
+	if err == nil {
+		saw, next = v, v+","+tag
+	}
+	if err := set(key, next); err != nil {
+		proxywasm.LogWarnf("testbed: setting %s: %v", key, err)
+	}
+	return saw
 }

@@ -52,6 +52,11 @@ type Config struct {
 	RequestAttributes  map[string]*structpb.Value
 	ResponseAttributes map[string]*structpb.Value
 
+	// InitialMetadata is the side stream's gRPC initial metadata: the
+	// filter's grpc_service.initial_metadata merged with a route's
+	// ExtProcPerRoute overrides.grpc_initial_metadata (the route's win).
+	InitialMetadata map[string]string
+
 	// MetadataContext is the forwarded dynamic metadata (what
 	// metadata_options.forwarding_namespaces would select). Envoy sets
 	// metadata_context on every message; nil sends an empty Metadata.

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
 
@@ -363,6 +364,9 @@ func (x *exchange) openStream() streamOpenState {
 		return streamOK
 	}
 	ctx, cancel := context.WithCancel(x.ctx)
+	if md := x.cfg.InitialMetadata; len(md) > 0 {
+		ctx = metadata.NewOutgoingContext(ctx, metadata.New(md))
+	}
 	st, err := x.e.client.Process(ctx)
 	if err != nil {
 		cancel()
