@@ -24,6 +24,8 @@ func runWithReload(ctx context.Context, args []string, stdout, stderr io.Writer,
 			return gobuild.Run(ctx, args[1:], stdout, stderr)
 		case "inspect":
 			return inspect(ctx, args[1:], stdout, stderr)
+		case "test":
+			return testCmd(ctx, args[1:], stdout, stderr)
 		}
 	}
 	return serve(ctx, args, stdout, stderr, reload)
