@@ -20,7 +20,7 @@ type TraceCall struct {
 	// Callback is set for calls from the host into the plugin.
 	Callback bool
 	// Params are the raw wasm arguments (pointers, sizes, enums), as the
-	// ABI passes them.
+	// ABI passes them; i32 arguments are zero-extended.
 	Params []uint64
 }
 
@@ -39,9 +39,9 @@ func (f traceFactory) NewFunctionListener(def api.FunctionDefinition) experiment
 	}
 	switch n := names[0]; {
 	case def.ModuleName() == abi.ModuleEnv:
-		return callTracer{f: f, name: n}
+		return callTracer{f: f, name: n, types: def.ParamTypes()}
 	case strings.HasPrefix(n, "proxy_on_") && n != abi.FuncMemoryAllocate:
-		return callTracer{f: f, name: n, callback: true}
+		return callTracer{f: f, name: n, callback: true, types: def.ParamTypes()}
 	}
 	return nil
 }
@@ -50,10 +50,18 @@ type callTracer struct {
 	f        traceFactory
 	name     string
 	callback bool
+	types    []api.ValueType
 }
 
 func (l callTracer) Before(_ context.Context, _ api.Module, _ api.FunctionDefinition, params []uint64, _ experimental.StackIterator) {
-	l.f(TraceCall{Name: l.name, Callback: l.callback, Params: append([]uint64(nil), params...)})
+	ps := make([]uint64, len(params))
+	for i, p := range params {
+		if i < len(l.types) && l.types[i] == api.ValueTypeI32 {
+			p = uint64(uint32(p)) // the upper half of an i32 slot is not defined
+		}
+		ps[i] = p
+	}
+	l.f(TraceCall{Name: l.name, Callback: l.callback, Params: ps})
 }
 
 func (callTracer) After(context.Context, api.Module, api.FunctionDefinition, []uint64) {}

@@ -26,6 +26,8 @@ func runWithReload(ctx context.Context, args []string, stdout, stderr io.Writer,
 			return inspect(ctx, args[1:], stdout, stderr)
 		case "test":
 			return testCmd(ctx, args[1:], stdout, stderr)
+		case "run":
+			return runCmd(ctx, args[1:], os.Stdin, stdout, stderr)
 		}
 	}
 	return serve(ctx, args, stdout, stderr, reload)

@@ -33,6 +33,7 @@ func testCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	through := fs.Bool("through-ext-proc", false, "play each test through the ext_proc gRPC server and the Envoy emulator")
 	limits := fs.String("limits", "", "fail tests that break a managed platform's limits: gcp")
 	benchTime := fs.Duration("bench-time", time.Second, "how long each benchmark test runs")
+	cache := fs.String("compilation-cache", defaultCacheDir(), "directory caching compiled plugin code; empty: a temporary one")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -48,7 +49,7 @@ func testCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 		opts.Wasm = wasm
 	}
-	if isFlagSet(fs, "plugin-config") {
+	if flagSet(fs, "plugin-config") {
 		b, err := stringOrFile("--plugin-config", *pluginConfig)
 		if err != nil {
 			return err
@@ -69,11 +70,11 @@ func testCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 		opts.Limits = l
 	}
-	dir, err := os.MkdirTemp("", "wasm-callout-test-cache")
+	dir, cleanup, err := toolCache(*cache)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
+	defer cleanup()
 	opts.CacheDir = dir
 
 	var results []plugintest.Result
@@ -99,13 +100,15 @@ func testCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	return nil
 }
 
-// isFlagSet reports whether the flag name was given on the command line.
-func isFlagSet(fs *flag.FlagSet, name string) bool {
-	set := false
-	fs.Visit(func(f *flag.Flag) {
-		if f.Name == name {
-			set = true
-		}
-	})
-	return set
+// toolCache returns dir if it can be created, or else a temporary
+// directory that cleanup removes.
+func toolCache(dir string) (string, func(), error) {
+	if dir != "" && os.MkdirAll(dir, 0o755) == nil {
+		return dir, func() {}, nil
+	}
+	tmp, err := os.MkdirTemp("", "wasm-callout-cache")
+	if err != nil {
+		return "", nil, err
+	}
+	return tmp, func() { os.RemoveAll(tmp) }, nil
 }

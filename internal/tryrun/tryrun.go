@@ -1,0 +1,212 @@
+// Package tryrun pushes one HTTP request, or one TCP exchange, through a
+// plugin on wasm-callout's host and reports every phase: what the plugin
+// received, what it changed, its local reply, its logs, the host calls it
+// made, the metrics it moved and the time its callbacks took. It backs
+// `wasm-callout run`.
+package tryrun
+
+import (
+	"context"
+	"time"
+
+	"github.com/wasm-callout/wasm-callout/abi"
+	"github.com/wasm-callout/wasm-callout/internal/plugintest"
+)
+
+// Body delivery modes, named after ext_proc's body send modes.
+const (
+	ModeHeaders  = "headers"  // bodies are not shown to the plugin
+	ModeBuffered = "buffered" // the whole body in one callback
+	ModeStreamed = "streamed" // the body in chunks, one callback each
+	// ModeDuplex delivers chunks like ModeStreamed: on the host the two
+	// differ only in ext_proc's flow control, which a direct run has none
+	// of.
+	ModeDuplex = "duplex"
+)
+
+// HTTP is one request and the upstream's answer.
+type HTTP struct {
+	Headers []abi.Pair
+	Body    []byte
+	// Response is what the emulated upstream answers, if the request
+	// gets there.
+	ResponseHeaders []abi.Pair
+	ResponseBody    []byte
+	// Mode is one of the Mode constants; Chunks or ChunkSize split bodies
+	// in streamed and duplex modes.
+	Mode      string
+	Chunks    int
+	ChunkSize int
+	// Wait bounds how long a paused phase waits for the plugin to resume
+	// it (an outbound call's answer, a timer).
+	Wait time.Duration
+}
+
+// TCP is one connection: Read is what the client sends, Write what the
+// upstream answers.
+type TCP struct {
+	Read, Write []byte
+}
+
+// Outcome says how the exchange ended; Code is the exit status.
+type Outcome struct {
+	// Kind is "upstream" (the request went upstream and the response
+	// back), "local_reply" (the plugin answered or closed the stream) or
+	// "failure" (the plugin failed).
+	Kind   string `json:"kind"`
+	Detail string `json:"detail,omitempty"`
+	Code   int    `json:"exit_code"`
+}
+
+// Report is a run's whole story.
+type Report struct {
+	Phases  []plugintest.Record
+	Outcome Outcome
+}
+
+func (r *Report) add(rec plugintest.Record) { r.Phases = append(r.Phases, rec) }
+
+func (r *Report) end(rec *plugintest.Record) bool {
+	switch {
+	case rec.Failure != nil:
+		r.Outcome = Outcome{Kind: "failure", Detail: rec.Phase + ": " + rec.Failure.Error(), Code: 2}
+	case rec.Local != nil:
+		r.Outcome = Outcome{Kind: "local_reply", Detail: rec.Phase, Code: 1}
+	default:
+		return false
+	}
+	return true
+}
+
+// RunHTTP loads the plugin and plays req through it.
+func RunHTTP(ctx context.Context, cfg plugintest.HarnessConfig, props plugintest.Properties, req HTTP) *Report {
+	rep := &Report{}
+	h, err := plugintest.Load(ctx, cfg)
+	rep.add(h.Init)
+	if err != nil {
+		rep.end(&h.Init)
+		return rep
+	}
+	defer h.Close()
+	st, rec, err := h.OpenHTTP(props)
+	rep.add(rec)
+	if err != nil || rep.end(&rec) {
+		if err != nil {
+			rep.Outcome = Outcome{Kind: "failure", Detail: "stream_init: " + err.Error(), Code: 2}
+		}
+		return rep
+	}
+	defer func() { rep.add(st.Close()) }()
+	hasBody := len(req.Body) > 0 && req.Mode != ModeHeaders
+	rec = st.Headers(true, req.Headers, !hasBody)
+	st.Await(&rec, true, req.Wait)
+	rep.add(rec)
+	if rep.end(&rec) || paused(rep, &rec, st) {
+		return rep
+	}
+	if hasBody {
+		rec = st.Body(true, split(req.Body, req), true)
+		st.Await(&rec, true, req.Wait)
+		rep.add(rec)
+		if rep.end(&rec) || paused(rep, &rec, st) {
+			return rep
+		}
+	}
+	hasBody = len(req.ResponseBody) > 0 && req.Mode != ModeHeaders
+	rec = st.Headers(false, req.ResponseHeaders, !hasBody)
+	st.Await(&rec, false, req.Wait)
+	rep.add(rec)
+	if rep.end(&rec) || paused(rep, &rec, st) {
+		return rep
+	}
+	if hasBody {
+		rec = st.Body(false, split(req.ResponseBody, req), true)
+		st.Await(&rec, false, req.Wait)
+		rep.add(rec)
+		if rep.end(&rec) || paused(rep, &rec, st) {
+			return rep
+		}
+	}
+	rep.Outcome = Outcome{Kind: "upstream", Code: 0}
+	return rep
+}
+
+// paused ends the run when a phase is still paused after the wait or the
+// plugin closed the stream.
+func paused(rep *Report, rec *plugintest.Record, st *plugintest.Stream) bool {
+	switch {
+	case st.Replied != nil:
+		rep.Outcome = Outcome{Kind: "local_reply", Detail: rec.Phase + ": the plugin closed the stream", Code: 1}
+	case rec.Action == abi.ActionPause && !rec.IsBody:
+		rep.Outcome = Outcome{Kind: "local_reply", Detail: rec.Phase + ": the plugin paused the stream and never resumed it", Code: 1}
+	default:
+		return false
+	}
+	return true
+}
+
+func split(body []byte, req HTTP) [][]byte {
+	if req.Mode == ModeBuffered || req.Mode == "" {
+		return [][]byte{body}
+	}
+	var out [][]byte
+	size := req.ChunkSize
+	if req.Chunks > 0 {
+		size = max(1, (len(body)+req.Chunks-1)/req.Chunks)
+	}
+	if size <= 0 {
+		return [][]byte{body}
+	}
+	for len(body) > size {
+		out = append(out, body[:size])
+		body = body[size:]
+	}
+	return append(out, body)
+}
+
+// RunTCP loads the plugin and plays one connection through it: the
+// client's bytes, the upstream's answer, then the client closes.
+func RunTCP(ctx context.Context, cfg plugintest.HarnessConfig, props plugintest.Properties, conn TCP) *Report {
+	rep := &Report{}
+	h, err := plugintest.Load(ctx, cfg)
+	rep.add(h.Init)
+	if err != nil {
+		rep.end(&h.Init)
+		return rep
+	}
+	defer h.Close()
+	c, recs, err := h.OpenTCP(props)
+	for _, r := range recs {
+		rep.add(r)
+	}
+	if err != nil {
+		rep.Outcome = Outcome{Kind: "failure", Detail: "stream_init: " + err.Error(), Code: 2}
+		return rep
+	}
+	defer func() { rep.add(c.Close()) }()
+	if closed(rep, c) {
+		return rep
+	}
+	rep.add(c.Data(true, conn.Read, false))
+	if closed(rep, c) {
+		return rep
+	}
+	rep.add(c.Data(false, conn.Write, false))
+	if closed(rep, c) {
+		return rep
+	}
+	rep.Outcome = Outcome{Kind: "upstream", Detail: "tcp", Code: 0}
+	return rep
+}
+
+func closed(rep *Report, c *plugintest.TCP) bool {
+	if c.Closed == nil {
+		return false
+	}
+	if c.Closed.Failure != nil {
+		rep.Outcome = Outcome{Kind: "failure", Detail: c.Closed.Phase + ": " + c.Closed.Failure.Error(), Code: 2}
+	} else {
+		rep.Outcome = Outcome{Kind: "local_reply", Detail: c.Closed.Phase + ": the plugin closed the connection", Code: 1}
+	}
+	return true
+}
