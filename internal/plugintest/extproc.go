@@ -65,10 +65,21 @@ func (tr *testRun) runExtProc() {
 		tr.fail("ext_proc", "%v", err)
 		return
 	}
-	// The plugin's failure, if any, happened in the last callback it ran.
-	last := h.LastRouted()
+	// The server closes its host stream once the gRPC stream ends, which
+	// may be after the emulator has its answer: wait for stream_destroy.
+	for wait := time.Now().Add(5 * time.Second); h.Plugin.Stats().LiveStreams > 0 && time.Now().Before(wait); {
+		time.Sleep(time.Millisecond)
+	}
 	h.Route(nil)
 	failed := h.Plugin.Stats().Failures > 0
+	// A local reply or a failure ends the stream, so it came from the last
+	// phase whose callback ran.
+	var last *Record
+	for _, p := range []string{"request_headers", "request_body", "response_headers", "response_body"} {
+		if len(recs[p].Calls) > 0 {
+			last = recs[p]
+		}
+	}
 
 	var local *host.LocalResponse
 	if lr := res.LocalReply; lr != nil {
