@@ -162,6 +162,11 @@ func (tr *testRun) run() {
 			tr.res.Failures = append(tr.res.Failures, "[limits "+tr.opts.Limits.Name+"] "+v)
 		}
 	}
+	if lp := tr.spec.Suite.GetEnv().GetLogPath(); lp != "" {
+		if err := tr.writeLog(lp); err != nil {
+			tr.fail("env", "log_path: %v", err)
+		}
+	}
 	if tr.test.GetBenchmark() && len(tr.res.Failures) == 0 {
 		b, err := tr.bench()
 		if err != nil {
@@ -390,4 +395,26 @@ func logTail(logs []LogLine) string {
 
 func contextWithTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, d)
+}
+
+// writeLog appends the test's plugin log lines to path (env.log_path),
+// between lines that name the test, as Google's tester does.
+func (tr *testRun) writeLog(path string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		return err
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "--- Starting test: %s ---\n", tr.res.Name)
+	for _, r := range tr.res.Phases {
+		for _, l := range r.Logs {
+			b.WriteString(l.Message + "\n")
+		}
+	}
+	fmt.Fprintf(&b, "--- Finished test: %s ---\n", tr.res.Name)
+	_, err = f.WriteString(b.String())
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }

@@ -176,3 +176,24 @@ func TestPluginInitFailure(t *testing.T) {
 		t.Errorf("failures %q", f)
 	}
 }
+
+// env.log_path receives each test's plugin lines between markers.
+func TestLogPath(t *testing.T) {
+	logFile := filepath.Join(t.TempDir(), "plugin.log")
+	spec := writeSpec(t, `env { log_level: DEBUG log_path: "`+logFile+`" }
+test {
+  name: "One"
+  request_headers { input { header { key: ":method" value: "GET" } header { key: ":path" value: "/x" } } }
+}`)
+	if r := runSpec(t, "basic", spec, Options{}); len(r) != 1 || !r[0].Passed {
+		t.Fatalf("results %+v", r)
+	}
+	got, err := os.ReadFile(logFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "--- Starting test: One ---\nbasic: adding 1 response header(s)\nbasic: request GET /x\n--- Finished test: One ---\n"
+	if string(got) != want {
+		t.Errorf("log file:\n%s\nwant:\n%s", got, want)
+	}
+}
