@@ -32,11 +32,8 @@ const extProcTimeout = 30 * time.Second
 // the local reply. Logs go to the phase whose callback wrote them.
 func (tr *testRun) runExtProc() {
 	t := tr.test
-	h, err := Load(tr.ctx, tr.harnessConfig(tr.logLevel(), true))
-	tr.res.Phases = append(tr.res.Phases, h.Init)
-	tr.checkLogs("plugin_init", t.GetPluginInit(), h.Init.Logs)
-	if err != nil {
-		tr.fail("plugin_init", "the plugin failed to start: %v%s", err, logTail(h.Init.Logs))
+	h := tr.load(true)
+	if h == nil {
 		return
 	}
 	defer h.Close()

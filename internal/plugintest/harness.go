@@ -189,7 +189,18 @@ func (h *Harness) record(r *Record, fn func()) {
 	h.mu.Lock()
 	h.cur = nil
 	h.mu.Unlock()
-	r.Metrics = append(r.Metrics, metricDeltas(before, h.Plugin.Metrics().Snapshot())...)
+	for _, d := range metricDeltas(before, h.Plugin.Metrics().Snapshot()) {
+		merged := false
+		for i := range r.Metrics {
+			if r.Metrics[i].Name == d.Name && r.Metrics[i].Type == d.Type {
+				r.Metrics[i].Delta += d.Delta
+				merged = true
+			}
+		}
+		if !merged {
+			r.Metrics = append(r.Metrics, d)
+		}
+	}
 }
 
 func metricDeltas(before, after []host.MetricValue) []MetricDelta {

@@ -177,14 +177,24 @@ func (tr *testRun) run() {
 	}
 }
 
+// load loads the plugin for the test and checks plugin_init; nil means
+// the plugin failed to start (the test has failed).
+func (tr *testRun) load(trace bool) *Harness {
+	h, err := Load(tr.ctx, tr.harnessConfig(tr.logLevel(), trace))
+	tr.res.Phases = append(tr.res.Phases, h.Init)
+	tr.checkLogs("plugin_init", tr.test.GetPluginInit(), h.Init.Logs)
+	if err != nil {
+		tr.fail("plugin_init", "the plugin failed to start: %v%s", err, logTail(h.Init.Logs))
+		return nil
+	}
+	return h
+}
+
 // runDirect drives the host phase by phase.
 func (tr *testRun) runDirect() {
 	t := tr.test
-	h, err := Load(tr.ctx, tr.harnessConfig(tr.logLevel(), tr.opts.Limits != nil))
-	tr.res.Phases = append(tr.res.Phases, h.Init)
-	tr.checkLogs("plugin_init", t.GetPluginInit(), h.Init.Logs)
-	if err != nil {
-		tr.fail("plugin_init", "the plugin failed to start: %v%s", err, logTail(h.Init.Logs))
+	h := tr.load(tr.opts.Limits != nil)
+	if h == nil {
 		return
 	}
 	defer h.Close()

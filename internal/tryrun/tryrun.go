@@ -11,6 +11,7 @@ import (
 
 	"github.com/wasm-callout/wasm-callout/abi"
 	"github.com/wasm-callout/wasm-callout/internal/plugintest"
+	"github.com/wasm-callout/wasm-callout/internal/plugintest/specpb"
 )
 
 // Body delivery modes, named after ext_proc's body send modes.
@@ -78,13 +79,23 @@ func (r *Report) end(rec *plugintest.Record) bool {
 	return true
 }
 
-// RunHTTP loads the plugin and plays req through it.
-func RunHTTP(ctx context.Context, cfg plugintest.HarnessConfig, props plugintest.Properties, req HTTP) *Report {
+// load loads the plugin, recording plugin_init; a nil Harness means it
+// failed to start, and the report says so.
+func load(ctx context.Context, cfg plugintest.HarnessConfig) (*Report, *plugintest.Harness) {
 	rep := &Report{}
 	h, err := plugintest.Load(ctx, cfg)
 	rep.add(h.Init)
 	if err != nil {
 		rep.end(&h.Init)
+		return rep, nil
+	}
+	return rep, h
+}
+
+// RunHTTP loads the plugin and plays req through it.
+func RunHTTP(ctx context.Context, cfg plugintest.HarnessConfig, props plugintest.Properties, req HTTP) *Report {
+	rep, h := load(ctx, cfg)
+	if h == nil {
 		return rep
 	}
 	defer h.Close()
@@ -97,38 +108,33 @@ func RunHTTP(ctx context.Context, cfg plugintest.HarnessConfig, props plugintest
 		return rep
 	}
 	defer func() { rep.add(st.Close()) }()
-	hasBody := len(req.Body) > 0 && req.Mode != ModeHeaders
-	rec = st.Headers(true, req.Headers, !hasBody)
-	st.Await(&rec, true, req.Wait)
-	rep.add(rec)
-	if rep.end(&rec) || paused(rep, &rec, st) {
-		return rep
-	}
-	if hasBody {
-		rec = st.Body(true, split(req.Body, req), true)
-		st.Await(&rec, true, req.Wait)
-		rep.add(rec)
-		if rep.end(&rec) || paused(rep, &rec, st) {
+	for _, request := range []bool{true, false} {
+		headers, body := req.Headers, req.Body
+		if !request {
+			headers, body = req.ResponseHeaders, req.ResponseBody
+		}
+		hasBody := len(body) > 0 && req.Mode != ModeHeaders
+		rec = st.Headers(request, headers, !hasBody)
+		if rep.phase(st, &rec, request, req.Wait) {
 			return rep
 		}
-	}
-	hasBody = len(req.ResponseBody) > 0 && req.Mode != ModeHeaders
-	rec = st.Headers(false, req.ResponseHeaders, !hasBody)
-	st.Await(&rec, false, req.Wait)
-	rep.add(rec)
-	if rep.end(&rec) || paused(rep, &rec, st) {
-		return rep
-	}
-	if hasBody {
-		rec = st.Body(false, split(req.ResponseBody, req), true)
-		st.Await(&rec, false, req.Wait)
-		rep.add(rec)
-		if rep.end(&rec) || paused(rep, &rec, st) {
-			return rep
+		if hasBody {
+			rec = st.Body(request, split(body, req), true)
+			if rep.phase(st, &rec, request, req.Wait) {
+				return rep
+			}
 		}
 	}
 	rep.Outcome = Outcome{Kind: "upstream", Code: 0}
 	return rep
+}
+
+// phase waits for a paused phase, records it, and reports whether the
+// stream ended there.
+func (r *Report) phase(st *plugintest.Stream, rec *plugintest.Record, request bool, wait time.Duration) bool {
+	st.Await(rec, request, wait)
+	r.add(*rec)
+	return r.end(rec) || paused(r, rec, st)
 }
 
 // paused ends the run when a phase is still paused after the wait or the
@@ -145,33 +151,25 @@ func paused(rep *Report, rec *plugintest.Record, st *plugintest.Stream) bool {
 	return true
 }
 
+// split cuts a body as the mode and chunking flags say, the way the
+// test format's chunking plans do.
 func split(body []byte, req HTTP) [][]byte {
-	if req.Mode == ModeBuffered || req.Mode == "" {
-		return [][]byte{body}
+	t := &specpb.Test{}
+	switch {
+	case req.Mode == ModeBuffered || req.Mode == "":
+	case req.Chunks > 0:
+		t.BodyChunkingPlan = &specpb.Test_NumChunks{NumChunks: int32(min(req.Chunks, 1<<30))}
+	case req.ChunkSize > 0:
+		t.BodyChunkingPlan = &specpb.Test_ChunkSize{ChunkSize: int64(req.ChunkSize)}
 	}
-	var out [][]byte
-	size := req.ChunkSize
-	if req.Chunks > 0 {
-		size = max(1, (len(body)+req.Chunks-1)/req.Chunks)
-	}
-	if size <= 0 {
-		return [][]byte{body}
-	}
-	for len(body) > size {
-		out = append(out, body[:size])
-		body = body[size:]
-	}
-	return append(out, body)
+	return plugintest.Chunks(body, t)
 }
 
 // RunTCP loads the plugin and plays one connection through it: the
 // client's bytes, the upstream's answer, then the client closes.
 func RunTCP(ctx context.Context, cfg plugintest.HarnessConfig, props plugintest.Properties, conn TCP) *Report {
-	rep := &Report{}
-	h, err := plugintest.Load(ctx, cfg)
-	rep.add(h.Init)
-	if err != nil {
-		rep.end(&h.Init)
+	rep, h := load(ctx, cfg)
+	if h == nil {
 		return rep
 	}
 	defer h.Close()
