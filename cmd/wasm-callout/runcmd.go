@@ -32,7 +32,7 @@ func runCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
        wasm-callout run --plugin p.wasm --raw request.http
        wasm-callout run --plugin tcp.wasm --tcp --read DATA --write DATA
 Pushes one HTTP request (or TCP exchange) through the plugin and shows each phase.
-Exit status: 0 the request went upstream, 1 the plugin answered locally, 2 the plugin failed.`)
+Exit status: 0 the request went upstream, 1 the plugin answered locally (or closed or held the stream), 2 the plugin failed.`)
 		fs.PrintDefaults()
 	}
 	var (

@@ -79,6 +79,12 @@ func TestRunCommand(t *testing.T) {
 				"result: the data went through in both directions (exit 0)"}},
 		{name: "plugin fails to start exits 2", args: []string{"run", "--plugin", basic, "--plugin-config", "bad line"}, code: 2,
 			want: []string{`log error basic: invalid configuration line 1 "bad line"`, "result: the plugin failed: plugin_init: "}},
+		{name: "removed header", args: []string{"run", "--plugin", testbed, "-H", "x-testbed: del-req", "-H", "x-del: x-gone", "-H", "x-gone: bye"},
+			want: []string{"   changed:\n     - x-gone (was bye)"}},
+		{name: "paused for good exits 1", args: []string{"run", "--plugin", testbed, "-H", "x-testbed: pause-headers", "--wait", "50ms"}, code: 1,
+			want: []string{"== request_headers", "→ pause", "result: the plugin paused request_headers and did not resume it (exit 1)"}},
+		{name: "resumed by a tick", args: []string{"run", "--plugin", testbed, "--plugin-config", "tick_ms: 10", "-H", "x-testbed: pause-headers"},
+			want: []string{"+ x-testbed-resumed: tick", "result: the request went upstream"}},
 		{name: "no plugin", args: []string{"run"}, code: 2, want: []string{"--plugin is required"}},
 		{name: "bad mode", args: []string{"run", "--plugin", basic, "--mode", "fast"}, code: 2, want: []string{"--mode: want headers"}},
 	}

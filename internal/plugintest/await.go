@@ -11,7 +11,8 @@ import (
 // outbound call's answer, a timer or a queue), reply locally, close the
 // stream or fail, for up to timeout. It updates r with what the plugin did
 // meanwhile (headers changed, body released) and reports whether the
-// stream was resumed or ended; false means it is still paused.
+// stream was resumed or ended; false means it is still paused, and a body
+// phase's held bytes are then released as its output (TakeHeld).
 func (st *Stream) Await(r *Record, request bool, timeout time.Duration) bool {
 	if r.Action != abi.ActionPause || st.Replied != nil {
 		return true
@@ -40,7 +41,6 @@ func (st *Stream) Await(r *Record, request bool, timeout time.Duration) bool {
 					if r.IsBody {
 						data, _ := st.s.TakeBody(dir)
 						r.BodyOut = append(r.BodyOut, data...)
-						r.Held = false
 					}
 				case host.EventLocalResponse:
 					r.Local, done = ev.LocalResponse, true
@@ -55,6 +55,9 @@ func (st *Stream) Await(r *Record, request bool, timeout time.Duration) bool {
 			}
 		}
 	})
+	if !done {
+		st.TakeHeld(r)
+	}
 	if !r.IsBody {
 		if hm := st.s.Headers(m); hm != nil {
 			r.HeadersOut = append([]abi.Pair(nil), hm.Pairs()...)

@@ -308,13 +308,12 @@ func (st *Stream) Headers(request bool, pairs []abi.Pair, eos bool) Record {
 }
 
 // Body runs a body phase: each chunk in turn, the last with eos as given.
-// The output is what the plugin let through, plus anything it still held
-// after the last chunk.
+// The output is what the plugin let through; what it still holds after
+// the last chunk stays buffered (see TakeHeld and Await).
 func (st *Stream) Body(request bool, chunks [][]byte, eos bool) Record {
 	r := Record{Phase: "response_body", IsBody: true}
-	dir := abi.StreamHTTPResponse
 	if request {
-		r.Phase, dir = "request_body", abi.StreamHTTPRequest
+		r.Phase = "request_body"
 	}
 	var res host.Result
 	for i, c := range chunks {
@@ -335,14 +334,24 @@ func (st *Stream) Body(request bool, chunks [][]byte, eos bool) Record {
 			r.BodyOut = append(r.BodyOut, res.Body...)
 		}
 	}
-	if res.LocalResponse == nil && res.Failure == nil && res.Action != abi.ActionContinue {
-		if held, _ := st.s.TakeBody(dir); len(held) > 0 {
-			r.BodyOut = append(r.BodyOut, held...)
-			r.Held = true
-		}
-	}
 	st.result(&r, res)
 	return r
+}
+
+// TakeHeld releases what a body phase r left buffered because the plugin
+// paused at its end, as its output (r.Held).
+func (st *Stream) TakeHeld(r *Record) {
+	if !r.IsBody || r.Local != nil || r.Failure != nil || r.Action == abi.ActionContinue {
+		return
+	}
+	dir := abi.StreamHTTPResponse
+	if r.Phase == "request_body" || strings.HasPrefix(r.Phase, "request_body[") {
+		dir = abi.StreamHTTPRequest
+	}
+	if held, _ := st.s.TakeBody(dir); len(held) > 0 {
+		r.BodyOut = append(r.BodyOut, held...)
+		r.Held = true
+	}
 }
 
 func (st *Stream) result(r *Record, res host.Result) {

@@ -257,6 +257,7 @@ func (tr *testRun) phases(st *Stream) bool {
 			// Like Google's tester, every invocation ends its body: its
 			// last chunk carries end_of_stream.
 			rec := st.Body(request, Chunks(data, t), true)
+			st.TakeHeld(&rec)
 			rec.Phase = name
 			if !tr.checkPhase(name, inv.GetResult(), rec) {
 				return false

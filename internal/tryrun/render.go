@@ -224,6 +224,8 @@ func (r *Report) WriteText(w io.Writer, verbose bool) {
 		} else {
 			fmt.Fprintln(w, "result: the request went upstream and the response back to the client (exit 0)")
 		}
+	case "paused":
+		fmt.Fprintf(w, "result: the plugin paused %s and did not resume it (exit 1)\n", r.Outcome.Detail)
 	case "local_reply":
 		fmt.Fprintf(w, "result: the plugin answered locally in %s (exit 1)\n", r.Outcome.Detail)
 	default:

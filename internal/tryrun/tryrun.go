@@ -52,8 +52,9 @@ type TCP struct {
 // Outcome says how the exchange ended; Code is the exit status.
 type Outcome struct {
 	// Kind is "upstream" (the request went upstream and the response
-	// back), "local_reply" (the plugin answered or closed the stream) or
-	// "failure" (the plugin failed).
+	// back), "local_reply" (the plugin answered or closed the stream),
+	// "paused" (the plugin paused a phase and did not resume it within the
+	// wait) or "failure" (the plugin failed).
 	Kind   string `json:"kind"`
 	Detail string `json:"detail,omitempty"`
 	Code   int    `json:"exit_code"`
@@ -144,7 +145,7 @@ func paused(rep *Report, rec *plugintest.Record, st *plugintest.Stream) bool {
 	case st.Replied != nil:
 		rep.Outcome = Outcome{Kind: "local_reply", Detail: rec.Phase + ": the plugin closed the stream", Code: 1}
 	case rec.Action == abi.ActionPause && !rec.IsBody:
-		rep.Outcome = Outcome{Kind: "local_reply", Detail: rec.Phase + ": the plugin paused the stream and never resumed it", Code: 1}
+		rep.Outcome = Outcome{Kind: "paused", Detail: rec.Phase, Code: 1}
 	default:
 		return false
 	}
