@@ -173,6 +173,9 @@ func (tr *testRun) run() {
 			tr.fail("benchmark", "%v", err)
 		} else {
 			tr.res.Bench = b
+			if tr.opts.ThroughExtProc {
+				tr.res.Notes = append(tr.res.Notes, "the benchmark ran on the host directly, not through ext_proc")
+			}
 		}
 	}
 }
