@@ -162,6 +162,11 @@ func TestRunFilterAndBenchmark(t *testing.T) {
 	if got := strings.Join(phases, ","); got != "stream,request_headers,response_headers" {
 		t.Errorf("bench phases %s", got)
 	}
+	results = runSpec(t, "basic", "../../plugins/basic/tests.textpb", Options{Run: regexp.MustCompile("^Bench"), ThroughExtProc: true})
+	if len(results) != 1 || !results[0].Passed || results[0].Bench == nil ||
+		strings.Join(results[0].Notes, "") != "the benchmark ran on the host directly, not through ext_proc" {
+		t.Errorf("through ext_proc: %+v", results)
+	}
 }
 
 // A plugin that fails to start fails the test at plugin_init with its logs.
