@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/tetratelabs/wazero/experimental"
+
+	"github.com/wasm-callout/wasm-callout/abi"
 )
 
 // FailurePolicy says what a stream gets when its plugin instance fails (a
@@ -113,6 +115,20 @@ type Config struct {
 	// store, keyed by VMID, as Envoy's is.
 	Shared *SharedState
 
+	// Now, when set, is the clock proxy_get_current_time_nanoseconds
+	// reads; nil means the system clock. Tests freeze it.
+	Now func() time.Time
+	// PluginLog, when set, receives every plugin log line the Logger is
+	// enabled for (proxy_log and the WASI stdout/stderr lines), after
+	// truncation, in addition to the Logger. It is called during the
+	// plugin's call, under the instance's lock: it must not call the
+	// plugin.
+	PluginLog func(level abi.LogLevel, msg string)
+	// Trace, when set, is told of every host function the plugin calls
+	// and every callback the host makes into it (see TraceCall). Tracing
+	// slows every call; it is meant for tools that show a plugin's work.
+	Trace func(TraceCall)
+
 	// listeners, set only by this package's tests, traces host calls and
 	// callbacks through wazero's function listeners.
 	listeners experimental.FunctionListenerFactory
@@ -151,6 +167,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Shared == nil {
 		c.Shared = processShared
+	}
+	if c.Trace != nil && c.listeners == nil {
+		c.listeners = traceFactory(c.Trace)
 	}
 	return c
 }

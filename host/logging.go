@@ -63,6 +63,9 @@ func (in *instance) log(ctx context.Context, level abi.LogLevel, msg []byte) {
 		msg = append(msg[:maxLogBytes:maxLogBytes], "…(truncated)"...)
 	}
 	cfg := &in.plugin.cfg
+	if cfg.PluginLog != nil && cfg.Logger.Enabled(ctx, LogLevelToSlog(level)) {
+		cfg.PluginLog(level, string(msg))
+	}
 	cfg.Logger.LogAttrs(ctx, LogLevelToSlog(level), string(msg),
 		slog.String("plugin", cfg.Name), slog.String("root_id", cfg.RootID), slog.String("vm_id", cfg.VMID))
 }

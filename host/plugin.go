@@ -84,6 +84,10 @@ const cacheSchema = "wasm-callout compile v1"
 func cacheSubdir(cfg Config) string {
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\ndeadlines=%v\nmemory-limit-pages=%d\n", cacheSchema, cfg.CallTimeout > 0, cfg.MemoryLimitPages)
+	if cfg.listeners != nil {
+		// Code compiled with function listeners calls them; keep it apart.
+		fmt.Fprintf(h, "listeners=true\n")
+	}
 	return "host-" + hex.EncodeToString(h.Sum(nil)[:8])
 }
 

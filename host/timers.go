@@ -14,7 +14,11 @@ import (
 // INVALID_MEMORY_ACCESS.
 func getCurrentTimeNanoseconds(ctx context.Context, _ api.Module, stack []uint64) {
 	in := instanceFrom(ctx)
-	if !in.writeU64(u32(stack, 0), uint64(time.Now().UnixNano())) {
+	now := time.Now
+	if in.plugin.cfg.Now != nil {
+		now = in.plugin.cfg.Now
+	}
+	if !in.writeU64(u32(stack, 0), uint64(now().UnixNano())) {
 		ret(stack, abi.StatusInvalidMemoryAccess)
 		return
 	}

@@ -116,3 +116,15 @@ func TestGoPluginTickResume(t *testing.T) {
 		t.Error("no tick counted")
 	}
 }
+
+// Config.Now freezes the clock the plugin reads.
+func TestGetCurrentTimeFrozen(t *testing.T) {
+	frozen := time.Unix(123456789, 0)
+	h := newHostcall(t, "proxy_get_current_time_nanoseconds", Config{Now: func() time.Time { return frozen }})
+	if st := h.run(nil, phaseNone, retP); st != abi.StatusOK {
+		t.Fatal(st)
+	}
+	if got := int64(h.u64(retP)); got != frozen.UnixNano() {
+		t.Errorf("time %d, want the frozen %d", got, frozen.UnixNano())
+	}
+}

@@ -23,8 +23,11 @@ func main() {
 	signal.Notify(hup, syscall.SIGHUP) // reloads the plugin
 	if err := runWithReload(ctx, os.Args[1:], os.Stdout, os.Stderr, hup); err != nil {
 		// Status 2 for a mistake on the command line, as the flag
-		// package's own ExitOnError has it; 1 for everything else.
-		if !errors.As(err, new(loggedError)) {
+		// package's own ExitOnError has it; run's and test's own statuses
+		// (exitError); 1 for everything else. An error already logged, or
+		// an exit status with nothing more to say, prints nothing.
+		var ee *exitError
+		if !errors.As(err, new(loggedError)) && !(errors.As(err, &ee) && ee.msg == "") {
 			fmt.Fprintln(os.Stderr, "wasm-callout:", err)
 		}
 		stop()

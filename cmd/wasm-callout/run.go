@@ -33,6 +33,10 @@ func runWithReload(ctx context.Context, args []string, stdout, stderr io.Writer,
 				return runWithReload(ctx, []string{args[1], "-h"}, stdout, stderr, reload)
 			}
 			return serve(ctx, []string{"-h"}, stdout, stderr, reload)
+		case "test":
+			return testCmd(ctx, args[1:], stdout, stderr)
+		case "run":
+			return runCmd(ctx, args[1:], os.Stdin, stdout, stderr)
 		}
 	}
 	return serve(ctx, args, stdout, stderr, reload)

@@ -64,6 +64,9 @@ type serveConfig struct {
 func serveFlags(stdout io.Writer) (*flag.FlagSet, *serveConfig) {
 	c := &serveConfig{}
 	fs := cliflags.NewFlagSet("wasm-callout", stdout, "Usage: wasm-callout [serve] --plugin PLUGIN.wasm [flags]\n"+
+		"       wasm-callout [serve] --config FILE [flags]   (several plugins and chains)\n"+
+		"       wasm-callout run --plugin PLUGIN.wasm [flags] [URL]   (one request through the plugin; see wasm-callout run -h)\n"+
+		"       wasm-callout test --plugin PLUGIN.wasm SPEC...   (a plugin's tests.textpb or tests.yaml; see wasm-callout test -h)\n"+
 		"       wasm-callout build [flags] DIR   (see wasm-callout build -h)\n"+
 		"       wasm-callout inspect [--json] PLUGIN.wasm\n"+
 		"       wasm-callout version [--json]\n\n"+

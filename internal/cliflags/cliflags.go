@@ -34,14 +34,18 @@ func Usagef(format string, args ...any) error {
 }
 
 // ExitCode is the process's exit status for a command's error: 0 for
-// none, 2 for a UsageError (wrapped or not), 1 for any other.
+// none, 2 for a UsageError (wrapped or not), the status an error with an
+// ExitCode() int method asks for, 1 for any other.
 func ExitCode(err error) int {
 	var ue UsageError
+	var coded interface{ ExitCode() int }
 	switch {
 	case err == nil:
 		return 0
 	case errors.As(err, &ue):
 		return 2
+	case errors.As(err, &coded):
+		return coded.ExitCode()
 	}
 	return 1
 }
