@@ -31,7 +31,7 @@ func TestNodeMetadataFlag(t *testing.T) {
 	}
 	good := file("node.yaml", "id: sidecar~10.0.0.7~pod.default~default.svc.cluster.local\n"+
 		"cluster: productpage.default\nmetadata:\n  NAME: productpage-v1-abc\n  NAMESPACE: default\n  LABELS: {app: productpage}\n")
-	base := []string{"serve", "--plugin", nodePlugin, "--addr", "127.0.0.1:0", "--tls-addr", "", "--health-addr", "127.0.0.1:0",
+	base := []string{"serve", "--plugin", nodePlugin, "--addr", "127.0.0.1:0", "--tls-addr", "", "--health-addr", "127.0.0.1:0", "--admin-addr", "",
 		"--log-level", "error", "--instances", "1"}
 
 	refused := []struct {

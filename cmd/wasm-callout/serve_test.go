@@ -109,7 +109,7 @@ func httpStatus(t *testing.T, url string) int {
 
 func TestRunServesAndShutsDown(t *testing.T) {
 	addrs, stop := started(t, []string{"grpc", "health"}, "serve", "--plugin", edgePlugin, "--addr", "127.0.0.1:0", "--tls-addr", "",
-		"--health-addr", "127.0.0.1:0", "--log-level", "error", "--instances", "1")
+		"--health-addr", "127.0.0.1:0", "--admin-addr", "", "--log-level", "error", "--instances", "1")
 	if got := httpStatus(t, "http://"+addrs["health"]+"/healthz"); got != 200 {
 		t.Errorf("/healthz: %d", got)
 	}
@@ -205,8 +205,8 @@ func TestRunFlagErrors(t *testing.T) {
 		{[]string{"--plugin", edgePlugin, "--cert", "c.pem"}, "--cert and --key go together"},
 		{[]string{"--plugin", edgePlugin, "--client-ca", "ca.pem"}, "--client-ca needs --cert"},
 		{[]string{"--plugin", edgePlugin, "--plugin-config", "@" + filepath.Join(dir, "missing")}, "--plugin-config"},
-		{[]string{"--plugin", filepath.Join(dir, "missing.wasm"), "--addr", "127.0.0.1:0", "--health-addr", ""}, "missing.wasm"},
-		{[]string{"--plugin", edgePlugin, "--addr", "", "--health-addr", ""}, "no gRPC listener"},
+		{[]string{"--plugin", filepath.Join(dir, "missing.wasm"), "--addr", "127.0.0.1:0", "--health-addr", "", "--admin-addr", ""}, "missing.wasm"},
+		{[]string{"--plugin", edgePlugin, "--addr", "", "--health-addr", "", "--admin-addr", ""}, "no gRPC listener"},
 		{[]string{"--plugin", edgePlugin, "extra"}, "unexpected argument"},
 		{[]string{"--plugin", edgePlugin, "--watch", "-1s"}, "--watch"},
 		{[]string{"--plugin", edgePlugin, "--drain-timeout", "0"}, "--drain-timeout"},
@@ -262,7 +262,7 @@ func TestRunMutualTLS(t *testing.T) {
 		}
 		return &pem.Block{Type: "EC PRIVATE KEY", Bytes: der}
 	}
-	addrs, _ := started(t, []string{"grpc-tls"}, "--plugin", edgePlugin, "--addr", "", "--health-addr", "", "--log-level", "error",
+	addrs, _ := started(t, []string{"grpc-tls"}, "--plugin", edgePlugin, "--addr", "", "--health-addr", "", "--admin-addr", "", "--log-level", "error",
 		"--tls-addr", "127.0.0.1:0", "--cert", write("srv.pem", certPEM(srvCert)), "--key", write("srv.key", keyPEM(srvKey)),
 		"--client-ca", write("ca.pem", certPEM(ca)))
 
@@ -331,7 +331,7 @@ type atomicServer struct{ p atomic.Pointer[server.Server] }
 // only shutdown itself can stop the loop.
 func TestShutdownWhileLooping(t *testing.T) {
 	addrs, stop := started(t, []string{"grpc", "health"}, "serve", "--plugin", "../../host/testdata/faults.wasm",
-		"--addr", "127.0.0.1:0", "--tls-addr", "", "--health-addr", "127.0.0.1:0", "--log-level", "error",
+		"--addr", "127.0.0.1:0", "--tls-addr", "", "--health-addr", "127.0.0.1:0", "--admin-addr", "", "--log-level", "error",
 		"--instances", "2", "--call-timeout", "30s", "--shutdown-timeout", "2s")
 	conn, err := envoytest.Dial(addrs["grpc"])
 	if err != nil {
@@ -378,7 +378,7 @@ func TestDefaultCompilationCache(t *testing.T) {
 	cache := t.TempDir()
 	t.Setenv("XDG_CACHE_HOME", cache)
 	_, stop := started(t, []string{"grpc"}, "serve", "--plugin", edgePlugin, "--addr", "127.0.0.1:0", "--tls-addr", "",
-		"--health-addr", "", "--log-level", "error", "--instances", "1")
+		"--health-addr", "", "--admin-addr", "", "--log-level", "error", "--instances", "1")
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -393,7 +393,7 @@ func TestDefaultCompilationCache(t *testing.T) {
 	}
 	t.Setenv("XDG_CACHE_HOME", blocked) // a file: no directory can be made under it
 	_, stop = started(t, []string{"grpc"}, "serve", "--plugin", edgePlugin, "--addr", "127.0.0.1:0", "--tls-addr", "",
-		"--health-addr", "", "--log-level", "error", "--instances", "1")
+		"--health-addr", "", "--admin-addr", "", "--log-level", "error", "--instances", "1")
 	if err := stop(); err != nil {
 		t.Fatalf("an unwritable default cache stopped the server: %v", err)
 	}
