@@ -87,9 +87,11 @@ func (l Limits) withDefaults() Limits {
 func (s *Server) enter(svc Service) error {
 	c := &s.stats.svc[svc]
 	c.started.Add(1)
-	n := c.active.Add(1)
-	if max := s.opts.Limits.MaxStreams; max > 0 && n+s.stats.svc[1-svc].active.Load() > int64(max) {
+	c.active.Add(1)
+	n := s.stats.open.Add(1)
+	if max := s.opts.Limits.MaxStreams; max > 0 && n > int64(max) {
 		c.active.Add(-1)
+		s.stats.open.Add(-1)
 		s.stats.limitRefusals.Add(1)
 		c.finished[OutcomeLimit].Add(1)
 		return status.Errorf(codes.ResourceExhausted,
@@ -99,7 +101,10 @@ func (s *Server) enter(svc Service) error {
 }
 
 // leave ends a stream of service svc that enter admitted.
-func (s *Server) leave(svc Service) { s.stats.svc[svc].active.Add(-1) }
+func (s *Server) leave(svc Service) {
+	s.stats.svc[svc].active.Add(-1)
+	s.stats.open.Add(-1)
+}
 
 // shed is the answer to a new stream that the plugin's pool refused as
 // overloaded (host.ErrOverloaded): UNAVAILABLE at once, so that Envoy

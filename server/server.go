@@ -184,6 +184,7 @@ type counters struct {
 	pluginFailures, duplicateEOS atomic.Int64
 	lostBodyBytes, limitRefusals atomic.Int64
 	shed                         atomic.Int64
+	open                         atomic.Int64 // streams of both services, for MaxStreams
 	svc                          [NumServices]serviceCounters
 	messages                     [NumPhases]atomic.Int64
 	dropped                      [NumDropReasons]atomic.Int64
