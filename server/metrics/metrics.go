@@ -264,9 +264,14 @@ func (pm *pluginMetrics) Collect(ch chan<- prometheus.Metric) {
 	if reg == nil {
 		return
 	}
+	collectValues(ch, reg.Snapshot())
+}
+
+// collectValues sends the plugin metrics values as Envoy would export them.
+func collectValues(ch chan<- prometheus.Metric, values []host.MetricValue) {
 	fams := map[string]*family{}
 	var order []string
-	for _, v := range reg.Snapshot() {
+	for _, v := range values {
 		name, labels, ok := EnvoyName(v.Name)
 		if !ok || len(name) >= len(ns) && name[:len(ns)] == ns {
 			continue
