@@ -72,7 +72,7 @@ func classifyFailure(err error, memBytes, limitBytes uint64) FailureCause {
 }
 
 // callbackNames are the callbacks Telemetry times, by index; the last,
-// "other", covers entry points and exports the host does not know.
+// "other", covers the exports the host does not know.
 var callbackNames = []string{
 	abi.OnContextCreate, abi.OnVMStart, abi.OnConfigure, abi.OnTick, abi.OnQueueReady,
 	abi.OnDone, abi.OnLog, abi.OnDelete,
@@ -82,10 +82,11 @@ var callbackNames = []string{
 	abi.OnDownstreamClose, abi.OnUpstreamClose,
 	abi.OnHTTPCallResponse, abi.OnGRPCReceiveInitialMetadata, abi.OnGRPCReceive,
 	abi.OnGRPCReceiveTrailingMetadata, abi.OnGRPCClose,
+	abi.FuncInitialize, abi.FuncStart, abi.FuncMain, abi.FuncMainVoid, // entry points
 	"other",
 }
 
-const numCallbacks = 25
+const numCallbacks = 29
 
 // callbackIndex returns the index in callbackNames of the export named
 // name (the legacy gRPC trailers name counts as the current one).
@@ -116,8 +117,8 @@ func NewTelemetry() *Telemetry { return &Telemetry{} }
 
 // CallbackTime is how long one callback ran in the guest.
 type CallbackTime struct {
-	// Callback is the export's name, such as proxy_on_request_headers,
-	// or "other".
+	// Callback is the export's name, such as proxy_on_request_headers or
+	// _initialize, or "other" for an export the host does not know.
 	Callback string
 	HistogramSnapshot
 }

@@ -89,6 +89,7 @@ type tcpConn struct {
 	downClosed bool // proxy_on_downstream_connection_close has run
 	finished   bool // CLOSE or CLOSE_RST sent: the connection is gone
 	limited    bool // a limit closed the connection (Outcome)
+	closed     bool // CLOSE or CLOSE_RST was sent (Outcome)
 	sentProps  map[string]string
 	held       held // bytes kept across frames, against the limits
 }
@@ -106,7 +107,7 @@ func (p *networkProcessor) Process(gs netprocv3.NetworkExternalProcessor_Process
 	}
 	defer s.leave(ServiceNetworkExtProc)
 	c := &tcpConn{srv: s, gs: gs, held: held{srv: s}}
-	defer func() { s.finish(ServiceNetworkExtProc, outcomeOf(err, c.limited, c.failed, c.finished)) }()
+	defer func() { s.finish(ServiceNetworkExtProc, outcomeOf(err, c.limited, c.failed, c.closed)) }()
 	defer c.held.set(0)
 	c.flows[0] = flow{typ: abi.StreamDownstream, name: "read_data"}
 	c.flows[1] = flow{typ: abi.StreamUpstream, name: "write_data"}
@@ -427,7 +428,7 @@ func (c *tcpConn) answer(f *flow, in, out []byte, eos bool) error {
 // failure) or CLOSE_RST (a local response), which ends processing: Envoy
 // closes the connection before looking at the data, so none is sent.
 func (c *tcpConn) closeWith(f *flow, in []byte, eos, reset bool) error {
-	c.finished = true
+	c.finished, c.closed = true, true
 	resp := &netprocv3.ProcessingResponse{ConnectionStatus: connClose, DataProcessingStatus: dataUnmodified}
 	if reset {
 		resp.ConnectionStatus = connReset
@@ -450,7 +451,7 @@ func (c *tcpConn) closeWith(f *flow, in []byte, eos, reset bool) error {
 // Envoy applies connection_status before looking for data, so a message
 // with no data closes the connection.
 func (c *tcpConn) closeAsync(reset bool) error {
-	c.finished = true
+	c.finished, c.closed = true, true
 	resp := &netprocv3.ProcessingResponse{ConnectionStatus: connClose}
 	if reset {
 		resp.ConnectionStatus = connReset
