@@ -107,7 +107,15 @@ func TestMetricsEndToEnd(t *testing.T) {
 		}
 	}
 
-	fams := scrape(t, addrs["admin"])
+	// The emulator has its answers before each stream's handler returns:
+	// scrape until the last stream has ended.
+	var fams map[string]*dto.MetricFamily
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		fams = scrape(t, addrs["admin"])
+		if v, _ := sample(fams, "wasm_callout_streams_active", "service", "ext_proc"); v == 0 || time.Now().After(deadline) {
+			break
+		}
+	}
 	atLeast := func(min float64, name string, labels ...string) {
 		t.Helper()
 		v, ok := sample(fams, name, labels...)
