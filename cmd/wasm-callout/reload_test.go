@@ -63,7 +63,10 @@ func startServing(t *testing.T, args ...string) *serving {
 		t.Fatal(err)
 	}
 	s.conn = conn
-	if s.emu, err = envoytest.New(conn, envoytest.Config{NoTranscript: true}); err != nil {
+	// A reload compiles on the cores that serve: under -race on a small
+	// machine Envoy's 200 ms message_timeout can run out while a request
+	// waits for CPU, which is not what these tests are about.
+	if s.emu, err = envoytest.New(conn, envoytest.Config{NoTranscript: true, MessageTimeout: 10 * time.Second}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
