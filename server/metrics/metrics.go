@@ -61,7 +61,8 @@ const ns = "wasm_callout_"
 
 // collector exports the server's and the current plugin's counts.
 type collector struct {
-	o Options
+	o     Options
+	descs []*prometheus.Desc // every desc below, for Describe
 
 	streamsStarted, streamsFinished, streamsActive   *prometheus.Desc
 	messages, messageDuration, timeoutOverrides      *prometheus.Desc
@@ -78,10 +79,13 @@ type collector struct {
 }
 
 func newCollector(o Options) *collector {
+	var descs []*prometheus.Desc
 	d := func(name, help string, labels ...string) *prometheus.Desc {
-		return prometheus.NewDesc(ns+name, help, labels, nil)
+		desc := prometheus.NewDesc(ns+name, help, labels, nil)
+		descs = append(descs, desc)
+		return desc
 	}
-	return &collector{
+	c := &collector{
 		o: o,
 
 		streamsStarted:     d("streams_started_total", "Process streams started, per gRPC service.", "service"),
@@ -117,11 +121,16 @@ func newCollector(o Options) *collector {
 		callsInFlight:  d("outbound_calls_in_flight", "Outbound calls of the current generation in flight.", "plugin"),
 		unknownCluster: d("outbound_calls_unknown_cluster_total", "Outbound calls refused because no --upstream has the cluster name."),
 	}
+	c.descs = descs
+	return c
 }
 
-// Describe implements prometheus.Collector.
+// Describe implements prometheus.Collector: every family, whether or not
+// the server exists yet.
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	prometheus.DescribeByCollect(c, ch)
+	for _, d := range c.descs {
+		ch <- d
+	}
 }
 
 // Collect implements prometheus.Collector.

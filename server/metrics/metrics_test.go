@@ -1,7 +1,12 @@
 package metrics
 
 import (
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -9,6 +14,7 @@ import (
 
 	"github.com/wasm-callout/wasm-callout/abi"
 	"github.com/wasm-callout/wasm-callout/host"
+	"github.com/wasm-callout/wasm-callout/server"
 )
 
 // collectorFunc adapts collectValues to a prometheus.Collector.
@@ -80,5 +86,47 @@ queue_depth -4
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want)); err != nil {
 		t.Error(err)
+	}
+}
+
+// Every family the collector sends is described, before and after the
+// server exists: a pedantic registry, which checks that, gathers without
+// error.
+func TestCollectorDescribesEverything(t *testing.T) {
+	us, err := host.NewUpstreams([]host.Upstream{{Name: "authz", URL: "http://127.0.0.1:9"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer us.Close()
+	wasm, err := os.ReadFile(filepath.Join("..", "testdata", "edge.wasm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := host.Load(context.Background(), wasm, host.Config{Name: "edge", Instances: 1, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close(context.Background())
+	var cur atomic.Pointer[server.Server]
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(newCollector(Options{Server: cur.Load, Upstreams: us}))
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(fams) != 3 { // the outbound call families
+		t.Errorf("%d families without a server, want 3", len(fams))
+	}
+	srv, err := server.New(server.Options{Plugin: p, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	cur.Store(srv)
+	if fams, err = reg.Gather(); err != nil {
+		t.Fatal(err)
+	}
+	if want := len(newCollector(Options{}).descs); len(fams) != want {
+		t.Errorf("%d families with a server, want all %d", len(fams), want)
 	}
 }
