@@ -106,6 +106,10 @@ type Config struct {
 	// Metrics receives the plugin's metrics. Share one registry across
 	// reloads to keep values; nil means a fresh registry.
 	Metrics *Metrics
+	// Telemetry counts instance failures by cause, replacements and guest
+	// time per callback (see Telemetry). Share one across reloads, as
+	// Metrics, so that the counts never go back; nil means fresh counts.
+	Telemetry *Telemetry
 	// Upstreams maps the cluster names plugins call to addresses. nil
 	// means none: every proxy_http_call gets BAD_ARGUMENT, as Envoy
 	// answers for an unknown cluster.
@@ -164,6 +168,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Metrics == nil {
 		c.Metrics = NewMetrics()
+	}
+	if c.Telemetry == nil {
+		c.Telemetry = NewTelemetry()
 	}
 	if c.Shared == nil {
 		c.Shared = processShared

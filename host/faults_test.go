@@ -35,20 +35,27 @@ func TestFaultContainment(t *testing.T) {
 		plugin  string
 		cause   string
 		timeout time.Duration
+		kind    FailureCause // as Telemetry counts it
 	}{
-		{"trap", "faults", "unreachable", 0},
-		{"loop", "faults", ErrCallTimeout.Error(), 200 * time.Millisecond},
-		{"oom", "faults", "unreachable", 0},
-		{"exit", "faults", "exit_code(3)", 0},
-		{"trap", "plugin:testbed", "runtime.gopanic", 0},
-		{"loop", "plugin:testbed", ErrCallTimeout.Error(), 300 * time.Millisecond},
-		{"oom", "plugin:testbed", "", 0},
+		{"trap", "faults", "unreachable", 0, CauseTrap},
+		{"loop", "faults", ErrCallTimeout.Error(), 200 * time.Millisecond, CauseDeadline},
+		{"oom", "faults", "unreachable", 0, CauseMemory},
+		{"exit", "faults", "exit_code(3)", 0, CauseExit},
+		{"trap", "plugin:testbed", "runtime.gopanic", 0, CauseTrap},
+		{"loop", "plugin:testbed", ErrCallTimeout.Error(), 300 * time.Millisecond, CauseDeadline},
+		{"oom", "plugin:testbed", "", 0, CauseMemory},
 	}
 	for _, tc := range tests {
 		t.Run(tc.plugin+"/"+tc.fault, func(t *testing.T) {
 			for _, policy := range []FailurePolicy{FailClosed, FailOpen} {
 				p := loadFile(t, tc.plugin, Config{Instances: 2, CallTimeout: tc.timeout, FailurePolicy: policy, MemoryLimitPages: 512})
 				checkContained(t, p, tc.fault, tc.cause, policy)
+				ts := p.Telemetry().Snapshot()
+				var want [NumFailureCauses]int64
+				want[tc.kind] = 1
+				if ts.Failures != want || ts.Replaced != 1 {
+					t.Errorf("telemetry: failures %v, replaced %d; want %v (one %s), 1", ts.Failures, ts.Replaced, want, tc.kind)
+				}
 			}
 		})
 	}

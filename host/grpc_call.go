@@ -67,7 +67,7 @@ func (in *instance) grpcArgs(stack []uint64) (up *upstream, method string, md me
 		return nil, "", nil, abi.StatusInvalidMemoryAccess
 	}
 	cluster := grpcCluster(svc)
-	if up = in.plugin.cfg.Upstreams.get(cluster); up == nil {
+	if up = in.plugin.cfg.Upstreams.lookup(cluster); up == nil {
 		in.plugin.cfg.Logger.Warn("plugin called an unknown gRPC cluster; map it with --upstream NAME=h2c://HOST:PORT",
 			"plugin", in.plugin.cfg.Name, "cluster", cluster)
 		return nil, "", nil, abi.StatusParseFailure
@@ -114,7 +114,9 @@ func grpcCall(ctx context.Context, _ api.Module, stack []uint64) {
 	req := append([]byte(nil), msg...)
 	go func() {
 		var reply []byte
+		start := time.Now()
 		err := conn.Invoke(metadata.NewOutgoingContext(cctx, md), method, &req, &reply, grpc.ForceCodecV2(rawCodec{}))
+		up.observe(kindGRPC, start, err)
 		in.deliver(c.token, true, func(*outboundCall) {
 			if err != nil {
 				in.grpcClosed(c.token, err)
@@ -188,13 +190,15 @@ func grpcStreamFn(ctx context.Context, _ api.Module, stack []uint64) {
 	c, cctx := in.startCall(abi.TokenGRPCStream, 0)
 	c.grpc = &grpcStream{wake: make(chan struct{}, 1)}
 	in.writeU32(u32(stack, 8), c.token)
-	go in.runGRPCStream(metadata.NewOutgoingContext(cctx, md), conn, method, c.token, c.grpc)
+	go in.runGRPCStream(metadata.NewOutgoingContext(cctx, md), up, conn, method, c.token, c.grpc)
 	ret(stack, abi.StatusOK)
 }
 
-func (in *instance) runGRPCStream(ctx context.Context, conn *grpc.ClientConn, method string, token uint32, g *grpcStream) {
+func (in *instance) runGRPCStream(ctx context.Context, up *upstream, conn *grpc.ClientConn, method string, token uint32, g *grpcStream) {
+	start := time.Now()
 	cs, err := conn.NewStream(ctx, &grpc.StreamDesc{ClientStreams: true, ServerStreams: true}, method, grpc.ForceCodecV2(rawCodec{}))
 	if err != nil {
+		up.observe(kindGRPC, start, err)
 		in.deliver(token, true, func(*outboundCall) { in.grpcClosed(token, err) })
 		return
 	}
@@ -248,6 +252,7 @@ func (in *instance) runGRPCStream(ctx context.Context, conn *grpc.ClientConn, me
 			})
 		})
 	}
+	up.observe(kindGRPC, start, err)
 	in.deliver(token, true, func(*outboundCall) { in.grpcClosed(token, err) })
 }
 

@@ -164,7 +164,7 @@ func httpCall(ctx context.Context, _ api.Module, stack []uint64) {
 		ret(stack, abi.StatusInvalidMemoryAccess)
 		return
 	}
-	up := in.plugin.cfg.Upstreams.get(cluster)
+	up := in.plugin.cfg.Upstreams.lookup(cluster)
 	if up == nil {
 		in.plugin.cfg.Logger.Warn("plugin called an unknown cluster; map it with --upstream NAME=URL",
 			"plugin", in.plugin.cfg.Name, "cluster", cluster)
@@ -190,11 +190,13 @@ func httpCall(ctx context.Context, _ api.Module, stack []uint64) {
 }
 
 func (in *instance) runHTTPCall(ctx context.Context, token uint32, up *upstream, req *http.Request) {
+	start := time.Now()
 	resp, err := up.client.Do(req)
 	var r *callResponse
 	if err == nil {
 		r, err = readHTTPResponse(resp)
 	}
+	up.observe(kindHTTP, start, err)
 	in.deliver(token, true, func(*outboundCall) {
 		var nh, nt int
 		if err != nil {

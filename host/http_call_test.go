@@ -116,6 +116,25 @@ func TestHTTPCall(t *testing.T) {
 			}
 		})
 	}
+	// Each call is counted by cluster, kind and outcome, with its duration.
+	want := map[string][NumCallOutcomes]int64{
+		"web/http":      {CallOK: 2, CallTimeout: 1},
+		"prefixed/http": {CallOK: 1},
+		"down/http":     {CallError: 1},
+	}
+	for _, s := range us.Stats() {
+		w := want[s.Cluster+"/"+s.Kind]
+		var n int64
+		for _, c := range w {
+			n += c
+		}
+		if s.Calls != w || s.Duration.Count != uint64(n) {
+			t.Errorf("%s/%s: calls %v in %d durations, want %v", s.Cluster, s.Kind, s.Calls, s.Duration.Count, w)
+		}
+	}
+	if n := us.UnknownClusterCalls(); n != 1 {
+		t.Errorf("unknown cluster calls %d, want 1", n)
+	}
 }
 
 // A stream that goes away cancels its call: the upstream sees the request

@@ -74,6 +74,11 @@ type instance struct {
 	dead         atomic.Bool
 	live         atomic.Int64
 	pendingCalls atomic.Int64
+	// memBytes is the linear memory's size after the last call (for
+	// Plugin.Instances); cause is why the instance failed, set once
+	// failed is.
+	memBytes atomic.Uint64
+	cause    FailureCause
 	// queueDelay is a moving average of how long a stream waits for mu
 	// (ns); it decays towards zero while nobody has to wait (see lock).
 	// waitedAt is when a stream last had to wait (UnixNano).
@@ -148,6 +153,7 @@ func newInstance(ctx context.Context, p *Plugin, slot int) (*instance, error) {
 	in.mod = mod
 	liveInstances.Add(1)
 	in.mem = mod.Memory()
+	in.memBytes.Store(in.memSize())
 	in.lookupCallbacks()
 
 	in.mu.Lock()
@@ -266,6 +272,10 @@ func (in *instance) call(fn api.Function, params ...uint64) (uint64, error) {
 		// wazero builds a definition's type lists on every request.
 		def := fn.Definition()
 		shape = callShape{stack: max(len(def.ParamTypes()), len(def.ResultTypes())), results: len(def.ResultTypes())}
+		shape.callback = numCallbacks - 1
+		if names := def.ExportNames(); len(names) > 0 {
+			shape.callback = callbackIndex(names[0])
+		}
 		in.shapes[fn] = shape
 	}
 	n := shape.stack
@@ -276,18 +286,23 @@ func (in *instance) call(fn api.Function, params ...uint64) (uint64, error) {
 		stack = make([]uint64, n)
 	}
 	copy(stack, params)
-	if in.depth == 0 {
-		in.callStart.Store(time.Now().UnixNano())
+	outer := in.depth == 0
+	var start time.Time
+	if outer {
+		start = time.Now()
+		in.callStart.Store(start.UnixNano())
 	}
 	in.depth++
 	in.plugin.pool.guestCalls.Add(1)
 	err := fn.CallWithStack(in.ctx, stack)
 	in.depth--
-	if in.depth == 0 {
+	if outer {
 		in.callStart.Store(0)
 		// Before the failure is logged: a crash report comes first.
 		in.stdout.endCall()
 		in.stderr.endCall()
+		in.plugin.cfg.Telemetry.callbacks[shape.callback].Observe(time.Since(start))
+		in.memBytes.Store(in.memSize())
 	}
 	if err == nil && in.failed != nil {
 		// A nested call (an allocation) failed while the outer call
@@ -304,8 +319,20 @@ func (in *instance) call(fn api.Function, params ...uint64) (uint64, error) {
 	return stack[0], nil
 }
 
-// callShape is what call needs of an exported function's signature.
-type callShape struct{ stack, results int }
+// memSize is the linear memory's size in bytes, 0 without one.
+func (in *instance) memSize() uint64 {
+	if in.mem == nil {
+		return 0
+	}
+	return uint64(in.mem.Size())
+}
+
+// callShape is what call needs of an exported function: its signature,
+// and which callback it is (an index in callbackNames) for Telemetry.
+type callShape struct {
+	stack, results int
+	callback       uint8
+}
 
 // alloc asks the plugin for size bytes, re-entering the guest from inside a
 // host function. It returns 0 if the allocator failed or returned an address
@@ -346,6 +373,7 @@ func (in *instance) fail(err error) {
 		err = fmt.Errorf("%w (%v)", cause, err)
 	}
 	in.failed = err
+	in.cause = classifyFailure(err, in.memSize(), uint64(in.plugin.cfg.MemoryLimitPages)*65536)
 	in.dead.Store(true)
 	// A nested call (an allocation) may fail while the outer call runs
 	// on: stop it too, since the instance is lost either way.

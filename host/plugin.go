@@ -22,6 +22,8 @@ type Plugin struct {
 	runtime  wazero.Runtime
 	compiled wazero.CompiledModule
 	pool     *pool
+	// loadTimes is how long Load took (LoadTimes).
+	loadTimes LoadTimes
 }
 
 // ErrNoInstance is returned by NewHTTPStream when every instance of the pool
@@ -60,6 +62,8 @@ func Load(ctx context.Context, wasm []byte, cfg Config) (*Plugin, error) {
 	cfg.Logger.Debug("plugin compiled; starting instances", "plugin", cfg.Name,
 		"took", time.Since(start).Round(time.Millisecond), "instances", cfg.Instances)
 	p := &Plugin{cfg: cfg, info: c.info, runtime: c.runtime, compiled: c.module}
+	p.loadTimes.Compile = time.Since(start)
+	started := time.Now()
 	for _, w := range c.info.Warnings {
 		cfg.Logger.Warn("plugin: "+w, "plugin", cfg.Name)
 	}
@@ -68,6 +72,7 @@ func Load(ctx context.Context, wasm []byte, cfg Config) (*Plugin, error) {
 		p.runtime.Close(ctx)
 		return nil, err
 	}
+	p.loadTimes.Start = time.Since(started)
 	return p, nil
 }
 
@@ -265,6 +270,9 @@ func (pl *pool) replace(old *instance) {
 	pl.failures.Add(1)
 	pl.wg.Add(1)
 	pl.mu.Unlock()
+	// old.cause was set with old.failed, under old.mu, before this
+	// goroutine started.
+	pl.p.cfg.Telemetry.failures[old.cause].Add(1)
 	defer pl.wg.Done()
 
 	// The old instance's module is closed once the call that poisoned it
@@ -286,6 +294,7 @@ func (pl *pool) replace(old *instance) {
 			pl.slots[old.slot].Store(in)
 			pl.mu.Unlock()
 			pl.replaced.Add(1)
+			pl.p.cfg.Telemetry.replaced.Add(1)
 			return
 		}
 		pl.p.cfg.Logger.Error("replacing plugin instance failed; retrying",

@@ -12,6 +12,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -69,7 +70,8 @@ func ParseUpstream(s string) (Upstream, error) {
 // Build it once and share it across plugin reloads; it is safe for
 // concurrent use.
 type Upstreams struct {
-	byName map[string]*upstream
+	byName  map[string]*upstream
+	unknown atomic.Int64 // calls to names not in byName
 }
 
 type upstream struct {
@@ -80,6 +82,8 @@ type upstream struct {
 
 	mu   sync.Mutex
 	conn *grpc.ClientConn // created on first gRPC call
+
+	stats callStats
 }
 
 // NewUpstreams validates the upstreams and builds their HTTP clients. gRPC

@@ -18,7 +18,7 @@
 # Environment (defaults in brackets):
 #   ROUNDS [3]  DURATION [3s]  WARMUP [1s]  CONCURRENCY [16]  CONNS [1]
 #   BODY_BYTES [4096]  BASELINE_PORT [19101]  WASM_PORT [19102]
-#   WASM_HEALTH_PORT [19103]  OUT [bench-out]  GO [go]
+#   WASM_HEALTH_PORT [19103]  WASM_ADMIN_PORT [19110]  OUT [bench-out]  GO [go]
 #   WASM [1] — WASM=0 measures the baseline only.
 #   WASM_FLAGS [] — extra flags for every wasm-callout server, for example
 #   WASM_FLAGS="--call-timeout 0" to measure with deadlines off (trusted
@@ -54,7 +54,7 @@
 # switch, the failed requests (must be 0: the script fails otherwise) and
 # the throughput during swaps relative to steady state.
 #   SWAP [1]  SWAP_ROUNDS [ROUNDS]  SWAP_DURATION [5s]  SWAP_INTERVAL [500ms]
-#   WASM_CACHE_PORT [19104]  WASM_CACHE_HEALTH_PORT [19105]
+#   WASM_CACHE_PORT [19104]  WASM_CACHE_HEALTH_PORT [19105]  WASM_CACHE_ADMIN_PORT [19111]
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -68,6 +68,7 @@ BODY_BYTES=${BODY_BYTES:-4096}
 BASELINE_PORT=${BASELINE_PORT:-19101}
 WASM_PORT=${WASM_PORT:-19102}
 WASM_HEALTH_PORT=${WASM_HEALTH_PORT:-19103}
+WASM_ADMIN_PORT=${WASM_ADMIN_PORT:-19110}
 read -r -a WASM_EXTRA <<<"${WASM_FLAGS:-}"
 L4=${L4:-1}
 L4_FRAMES=${L4_FRAMES:-4}
@@ -97,7 +98,7 @@ log "building binaries into $BIN"
 "$GO" build -o "$BIN/" ./cmd/extproc-load ./cmd/extproc-baseline
 LOAD=$BIN/extproc-load
 
-for p in "$BASELINE_PORT" "$WASM_PORT" "$WASM_HEALTH_PORT" "$WASM_L4_PORT" "$WASM_L4_HEALTH_PORT" \
+for p in "$BASELINE_PORT" "$WASM_PORT" "$WASM_HEALTH_PORT" "$WASM_ADMIN_PORT" "$WASM_L4_PORT" "$WASM_L4_HEALTH_PORT" \
 	"$WASM_ZERO_PORT" "$WASM_ZERO_HEALTH_PORT"; do
 	port_free "$p" || { log "port $p on 127.0.0.1 is in use (set *_PORT)"; exit 1; }
 done
@@ -119,7 +120,7 @@ start_wasm() {
 	local name=$1 plugin=$2 port=$3 health=$4
 	shift 4
 	STARTED_PID= START_WHY=
-	"$BIN/wasm-callout" --plugin "$plugin" --addr "127.0.0.1:$port" --health-addr "127.0.0.1:$health" --tls-addr "" \
+	"$BIN/wasm-callout" --plugin "$plugin" --addr "127.0.0.1:$port" --health-addr "127.0.0.1:$health" --admin-addr "" --tls-addr "" \
 		--compilation-cache "" "$@" ${WASM_EXTRA[@]+"${WASM_EXTRA[@]}"} >"$OUT/$name.log" 2>&1 &
 	local pid=$!
 	PIDS+=("$pid")
@@ -147,7 +148,7 @@ elif ! "$GO" build -o "$BIN/" ./cmd/wasm-callout 2>"$OUT/wasm-build.log"; then
 elif ! plugin basic; then
 	WASM_WHY="plugins/bin/basic.wasm is missing and could not be built (see $OUT/plugin-build.log)"
 else
-	start_wasm wasm-callout plugins/bin/basic.wasm "$WASM_PORT" "$WASM_HEALTH_PORT"
+	start_wasm wasm-callout plugins/bin/basic.wasm "$WASM_PORT" "$WASM_HEALTH_PORT" --admin-addr "127.0.0.1:$WASM_ADMIN_PORT"
 	WASM_PID=$STARTED_PID WASM_WHY=$START_WHY
 fi
 if [[ -n $WASM_WHY ]]; then
@@ -245,6 +246,7 @@ SWAP_DURATION=${SWAP_DURATION:-5s}
 SWAP_INTERVAL=${SWAP_INTERVAL:-500ms}
 WASM_CACHE_PORT=${WASM_CACHE_PORT:-19104}
 WASM_CACHE_HEALTH_PORT=${WASM_CACHE_HEALTH_PORT:-19105}
+WASM_CACHE_ADMIN_PORT=${WASM_CACHE_ADMIN_PORT:-19111}
 case $SWAP_ROUNDS in ''|*[!0-9]*) echo "bench: SWAP_ROUNDS must be a number" >&2; exit 2;; esac
 if [[ $SWAP == 0 ]]; then
 	exit 0
@@ -256,12 +258,12 @@ if [[ -z $WASM_PID ]]; then
 fi
 
 
-for p in "$WASM_CACHE_PORT" "$WASM_CACHE_HEALTH_PORT"; do
+for p in "$WASM_CACHE_PORT" "$WASM_CACHE_HEALTH_PORT" "$WASM_CACHE_ADMIN_PORT"; do
 	port_free "$p" || { log "port $p on 127.0.0.1 is in use (set WASM_CACHE_*PORT)"; exit 1; }
 done
 rm -rf "$OUT/compilation-cache"
 "$BIN/wasm-callout" --plugin plugins/bin/basic.wasm --addr "127.0.0.1:$WASM_CACHE_PORT" \
-	--health-addr "127.0.0.1:$WASM_CACHE_HEALTH_PORT" --tls-addr "" --compilation-cache "$OUT/compilation-cache" ${WASM_EXTRA[@]+"${WASM_EXTRA[@]}"} \
+	--health-addr "127.0.0.1:$WASM_CACHE_HEALTH_PORT" --admin-addr "127.0.0.1:$WASM_CACHE_ADMIN_PORT" --tls-addr "" --compilation-cache "$OUT/compilation-cache" ${WASM_EXTRA[@]+"${WASM_EXTRA[@]}"} \
 	>"$OUT/wasm-callout-cache.log" 2>&1 &
 CACHE_PID=$!
 PIDS+=("$CACHE_PID")
@@ -289,10 +291,10 @@ for round in $(seq 1 "$SWAP_ROUNDS"); do
 	log "swap round $round/$SWAP_ROUNDS"
 	swap_load "$SWAP_RESULTS_NOCACHE" steady "$WASM_PORT" "$WASM_PID"
 	swap_load "$SWAP_RESULTS_NOCACHE" swap-nocache "$WASM_PORT" "$WASM_PID" \
-		-reload-url "http://127.0.0.1:$WASM_HEALTH_PORT/reload" -reload-interval "$SWAP_INTERVAL"
+		-reload-url "http://127.0.0.1:$WASM_ADMIN_PORT/reload" -reload-interval "$SWAP_INTERVAL"
 	swap_load "$SWAP_RESULTS_CACHE" steady "$WASM_CACHE_PORT" "$CACHE_PID"
 	swap_load "$SWAP_RESULTS_CACHE" swap-cache "$WASM_CACHE_PORT" "$CACHE_PID" \
-		-reload-url "http://127.0.0.1:$WASM_CACHE_HEALTH_PORT/reload" -reload-interval "$SWAP_INTERVAL"
+		-reload-url "http://127.0.0.1:$WASM_CACHE_ADMIN_PORT/reload" -reload-interval "$SWAP_INTERVAL"
 done
 
 echo

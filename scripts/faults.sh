@@ -37,7 +37,7 @@
 #   for the last fault's instance to recover before the watch stops)
 #   RUN_TIMEOUT [60] (seconds, one load)  MAX_SECONDS [360] (the whole
 #   script; kinds still to run then are skipped and said so)
-#   PORT [19201]  HEALTH_PORT [19202]  OUT [a temporary directory, kept]
+#   PORT [19201]  HEALTH_PORT [19202]  ADMIN_PORT [19203]  OUT [a temporary directory, kept]
 #   WASM_FLAGS [] extra wasm-callout flags for every server
 #   LOAD_FLAGS [] extra extproc-load flags for every run, e.g.
 #   LOAD_FLAGS="-message-timeout 3s" to see when the server itself answers a
@@ -60,6 +60,7 @@ RUN_TIMEOUT=${RUN_TIMEOUT:-60}
 MAX_SECONDS=${MAX_SECONDS:-360}
 PORT=${PORT:-19201}
 HEALTH_PORT=${HEALTH_PORT:-19202}
+ADMIN_PORT=${ADMIN_PORT:-19203}
 GO=${GO:-go}
 read -r -a WASM_EXTRA <<<"${WASM_FLAGS:-}"
 read -r -a LOAD_EXTRA <<<"${LOAD_FLAGS:-}"
@@ -69,7 +70,7 @@ die() { log "$*"; exit 1; }
 num() { case $2 in ''|*[!0-9]*) die "$1 must be a number";; esac; }
 num FAULTS "$FAULTS"; num EVERY "$EVERY"; num LOOP_FAULTS "$LOOP_FAULTS"; num LOOP_EVERY "$LOOP_EVERY"
 num CONCURRENCY "$CONCURRENCY"; num RUN_TIMEOUT "$RUN_TIMEOUT"; num MAX_SECONDS "$MAX_SECONDS"
-num PORT "$PORT"; num HEALTH_PORT "$HEALTH_PORT"
+num PORT "$PORT"; num HEALTH_PORT "$HEALTH_PORT"; num ADMIN_PORT "$ADMIN_PORT"
 (( RUN_TIMEOUT >= 1 && RUN_TIMEOUT <= 600 )) || die "RUN_TIMEOUT must be in [1, 600]"
 (( MAX_SECONDS >= 1 && MAX_SECONDS <= 3600 )) || die "MAX_SECONDS must be in [1, 3600]"
 for tool in curl jq timeout; do
@@ -92,8 +93,8 @@ forget() { # pid: reaped, not to be killed again
 }
 
 table() { if command -v column >/dev/null; then column -t -s $'\t'; else cat; fi; }
-for p in "$PORT" "$HEALTH_PORT"; do
-	port_free "$p" || die "port $p on 127.0.0.1 is in use (set PORT, HEALTH_PORT)"
+for p in "$PORT" "$HEALTH_PORT" "$ADMIN_PORT"; do
+	port_free "$p" || die "port $p on 127.0.0.1 is in use (set PORT, HEALTH_PORT, ADMIN_PORT)"
 done
 
 log "building into $BIN"
@@ -106,7 +107,7 @@ SERVER_PID=
 start_server() { # log-file extra-flags...
 	local logf=$1
 	shift
-	"$BIN/wasm-callout" --plugin "$PLUGIN" --addr "127.0.0.1:$PORT" --health-addr "127.0.0.1:$HEALTH_PORT" \
+	"$BIN/wasm-callout" --plugin "$PLUGIN" --addr "127.0.0.1:$PORT" --health-addr "127.0.0.1:$HEALTH_PORT" --admin-addr "127.0.0.1:$ADMIN_PORT" \
 		--tls-addr "" --log-level error "$@" ${WASM_EXTRA[@]+"${WASM_EXTRA[@]}"} >"$logf" 2>&1 &
 	SERVER_PID=$!
 	PIDS+=("$SERVER_PID")
@@ -152,7 +153,7 @@ run_one() {
 	start_server "$OUT/server-$tag.log" ${srv_flags[@]+"${srv_flags[@]}"}
 	local rss0
 	rss0=$(status_kb "$SERVER_PID" VmHWM)
-	"$LOAD" watch -url "http://127.0.0.1:$HEALTH_PORT/plugin" -interval "$POLL" -duration "$((RUN_TIMEOUT + 30))s" \
+	"$LOAD" watch -url "http://127.0.0.1:$ADMIN_PORT/plugin" -interval "$POLL" -duration "$((RUN_TIMEOUT + 30))s" \
 		-label "$tag" >"$OUT/watch-$tag.txt" 2>&1 &
 	local watch_pid=$!
 	PIDS+=("$watch_pid")

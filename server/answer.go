@@ -80,6 +80,7 @@ func (st *stream) answerHeaders(d *direction) error {
 		// Envoy keeps the headers until the body answer.
 		d.headersOpen = !d.headersEOS
 	}
+	st.answered(d, httpPhase(d.typ, phaseHeaders))
 	if err := st.send(resp); err != nil {
 		return err
 	}
@@ -160,6 +161,8 @@ func (st *stream) immediate(lr *host.LocalResponse) error {
 	ir, dropped := immediateResponse(lr, st.mutations)
 	st.dropped(dropped, "local response")
 	st.srv.stats.immediate.Add(1)
+	st.local = true
+	st.answeredImmediate()
 	return st.send(&extprocv3.ProcessingResponse{
 		Response: &extprocv3.ProcessingResponse_ImmediateResponse{ImmediateResponse: ir},
 	})
@@ -232,7 +235,7 @@ func (st *stream) takeMutation(mt abi.MapType, kind mapKind, skipContentLength b
 
 func (st *stream) dropped(ds []droppedHeader, where string) {
 	for _, d := range ds {
-		st.srv.stats.droppedMutations.Add(1)
+		st.srv.stats.dropped[d.Class].Add(1)
 		st.log.Debug("header change not sent to Envoy", "map", where, "header", d.Key, "reason", d.Reason)
 	}
 }
@@ -261,7 +264,7 @@ func (st *stream) discardUndeliverable() {
 			continue
 		}
 		for _, c := range st.hs.TakeHeaderChanges(mt) {
-			st.dropped([]droppedHeader{{c.Key, "changed after Envoy forwarded this map"}}, mt.String())
+			st.dropped([]droppedHeader{{c.Key, "changed after Envoy forwarded this map", DropLate}}, mt.String())
 		}
 	}
 }
@@ -290,7 +293,7 @@ func (st *stream) extendTimeout(d *direction) error {
 	if want <= st.srv.opts.MessageTimeout {
 		return nil
 	}
-	st.srv.stats.timeoutOverrides.Add(1)
+	st.srv.stats.svc[ServiceExtProc].timeoutOverrides.Add(1)
 	return st.send(&extprocv3.ProcessingResponse{OverrideMessageTimeout: durationpb.New(min(want, limit))})
 }
 

@@ -94,6 +94,7 @@ func (st *stream) answerBody(d *direction, in, out []byte, eos bool) error {
 	} else {
 		resp.Response = &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: br}
 	}
+	st.answered(d, httpPhase(d.typ, phaseBody))
 	return st.send(resp)
 }
 
@@ -208,6 +209,7 @@ func (st *stream) answerTrailers(d *direction) error {
 		resp.Response = &extprocv3.ProcessingResponse_ResponseTrailers{ResponseTrailers: tr}
 	}
 	d.trailersAnswered = true
+	st.answered(d, httpPhase(d.typ, phaseTrailers))
 	if err := st.sendWindowed(d, resp, 0); err != nil {
 		return err
 	}

@@ -96,6 +96,11 @@ type direction struct {
 	trailersAnswered bool
 	released         []byte // resumed bytes waiting for the next STREAMED answer
 	clearRouteCache  bool
+
+	// arrivals are the messages waiting for their answers, oldest first,
+	// for Server.Latency; arrivalBuf backs the usual few.
+	arrivals   []arrival
+	arrivalBuf [4]arrival
 }
 
 func (d *direction) bodyMode() bodyMode {

@@ -81,21 +81,30 @@ func (l Limits) withDefaults() Limits {
 	return l
 }
 
-// enter admits a new stream of either service, or refuses it past
-// MaxStreams. A stream admitted must call leave when it ends.
-func (s *Server) enter() error {
-	s.stats.streamsStarted.Add(1)
-	n := s.stats.streamsActive.Add(1)
+// enter admits a new stream of service svc, or refuses it past
+// MaxStreams (both services count against it). A stream admitted must
+// call leave when it ends.
+func (s *Server) enter(svc Service) error {
+	c := &s.stats.svc[svc]
+	c.started.Add(1)
+	c.active.Add(1)
+	n := s.stats.open.Add(1)
 	if max := s.opts.Limits.MaxStreams; max > 0 && n > int64(max) {
-		s.stats.streamsActive.Add(-1)
+		c.active.Add(-1)
+		s.stats.open.Add(-1)
 		s.stats.limitRefusals.Add(1)
+		c.finished[OutcomeLimit].Add(1)
 		return status.Errorf(codes.ResourceExhausted,
 			"wasm-callout: %d streams are open, the server's limit (--max-streams)", max)
 	}
 	return nil
 }
 
-func (s *Server) leave() { s.stats.streamsActive.Add(-1) }
+// leave ends a stream of service svc that enter admitted.
+func (s *Server) leave(svc Service) {
+	s.stats.svc[svc].active.Add(-1)
+	s.stats.open.Add(-1)
+}
 
 // shed is the answer to a new stream that the plugin's pool refused as
 // overloaded (host.ErrOverloaded): UNAVAILABLE at once, so that Envoy
@@ -187,6 +196,7 @@ var errStreamBuffer = fmt.Errorf("the stream holds more than its buffer limit (-
 // MaxStreamBuffer as Envoy answers a filter whose buffer overflows: 413 for
 // the request, 500 for the response.
 func (st *stream) overflow(d *direction) error {
+	st.limited = true
 	st.log.Warn("stream passed its buffer limit; answering as Envoy does for a buffer overflow",
 		"direction", d.name, "limit", st.srv.opts.Limits.MaxStreamBuffer)
 	lr := &host.LocalResponse{Status: 413, Details: "request_payload_too_large", GRPCStatus: noGRPCStatus}

@@ -55,6 +55,28 @@ const (
 type droppedHeader struct {
 	Key    string
 	Reason string
+	Class  DropReason
+}
+
+// Reasons check gives for changes Envoy would reject, failing the whole
+// answer (the others it would ignore).
+const (
+	whyBadName   = "invalid header name"
+	whyTooLong   = "header name or value longer than 16 KiB"
+	whyBadValue  = "header value contains NUL, CR or LF"
+	whyBadScheme = "invalid :scheme"
+	whyBadStatus = "invalid :status"
+	whyNoAuth    = "empty authority"
+)
+
+// drop returns the droppedHeader for key dropped because of why.
+func drop(key, why string) droppedHeader {
+	class := DropIgnored
+	switch why {
+	case whyBadName, whyTooLong, whyBadValue, whyBadScheme, whyBadStatus, whyNoAuth:
+		class = DropRejected
+	}
+	return droppedHeader{key, why, class}
 }
 
 // check returns why Envoy would not apply op on key with value, or "" when
@@ -63,17 +85,17 @@ type droppedHeader struct {
 // response there, so they must never be sent).
 func (r MutationRules) check(kind mapKind, op headerOp, key, value string) string {
 	if !validHeaderName(key) {
-		return "invalid header name"
+		return whyBadName
 	}
 	if len(key) > maxHeaderBytes || len(value) > maxHeaderBytes {
-		return "header name or value longer than 16 KiB"
+		return whyTooLong
 	}
 	pseudo := key[0] == ':'
 	if pseudo && kind == kindTrailers {
 		return "pseudo-header in trailers"
 	}
 	if op != opRemove && !validHeaderValue(value) {
-		return "header value contains NUL, CR or LF"
+		return whyBadValue
 	}
 	switch key {
 	case "host", ":authority", ":scheme", ":method":
@@ -97,15 +119,15 @@ func (r MutationRules) check(kind mapKind, op headerOp, key, value string) strin
 		switch key {
 		case ":scheme":
 			if value != "http" && value != "https" {
-				return "invalid :scheme"
+				return whyBadScheme
 			}
 		case ":status":
 			if !validStatus(value) {
-				return "invalid :status"
+				return whyBadStatus
 			}
 		case "host", ":authority":
 			if value == "" {
-				return "empty authority"
+				return whyNoAuth
 			}
 		}
 	}
@@ -127,7 +149,7 @@ func headerMutation(changes []host.HeaderChange, kind mapKind, rules mutationPol
 		key := lowerASCII(ch.Key)
 		if len(ch.Values) == 0 {
 			if why := rules.check(kind, opRemove, key, ""); why != "" {
-				dropped = append(dropped, droppedHeader{key, why})
+				dropped = append(dropped, drop(key, why))
 				continue
 			}
 			if m == nil {
@@ -137,7 +159,7 @@ func headerMutation(changes []host.HeaderChange, kind mapKind, rules mutationPol
 			continue
 		}
 		if skipContentLength && key == "content-length" {
-			dropped = append(dropped, droppedHeader{key, "Envoy removes content-length in this body mode"})
+			dropped = append(dropped, drop(key, "Envoy removes content-length in this body mode"))
 			continue
 		}
 		for i, v := range ch.Values {
@@ -146,7 +168,7 @@ func headerMutation(changes []host.HeaderChange, kind mapKind, rules mutationPol
 				op = opAppend
 			}
 			if why := rules.check(kind, op, key, v); why != "" {
-				dropped = append(dropped, droppedHeader{key, why})
+				dropped = append(dropped, drop(key, why))
 				if i == 0 {
 					break // without its first value the rest would append to a stale one
 				}
@@ -204,7 +226,7 @@ func immediateResponse(lr *host.LocalResponse, rules mutationPolicy) (*extprocv3
 	for _, p := range lr.Headers {
 		key := lowerASCII(p.Key)
 		if strings.HasPrefix(key, ":") {
-			dropped = append(dropped, droppedHeader{key, "pseudo-header in a local response"})
+			dropped = append(dropped, drop(key, "pseudo-header in a local response"))
 			continue
 		}
 		op := opSet
@@ -212,7 +234,7 @@ func immediateResponse(lr *host.LocalResponse, rules mutationPolicy) (*extprocv3
 			op = opAppend
 		}
 		if why := rules.check(kindHeaders, op, key, p.Value); why != "" {
-			dropped = append(dropped, droppedHeader{key, why})
+			dropped = append(dropped, drop(key, why))
 			continue
 		}
 		seen[key] = true

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"runtime/debug"
+	"time"
 
 	netprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/network_ext_proc/v3"
 	"google.golang.org/grpc/codes"
@@ -90,6 +91,8 @@ type tcpConn struct {
 	connHeld   []byte
 	downClosed bool // proxy_on_downstream_connection_close has run
 	finished   bool // CLOSE or CLOSE_RST sent: the connection is gone
+	limited    bool // a limit closed the connection (Outcome)
+	closed     bool // CLOSE or CLOSE_RST was sent (Outcome)
 	sentProps  map[string]string
 	held       held // bytes kept across frames, against the limits
 }
@@ -102,11 +105,12 @@ type tcpConn struct {
 // cancellation, reset) is a normal end.
 func (p *networkProcessor) Process(gs netprocv3.NetworkExternalProcessor_ProcessServer) (err error) {
 	s := p.srv
-	if err := s.enter(); err != nil {
+	if err := s.enter(ServiceNetworkExtProc); err != nil {
 		return err
 	}
-	defer s.leave()
+	defer s.leave(ServiceNetworkExtProc)
 	c := &tcpConn{srv: s, gs: gs, held: held{srv: s}}
+	defer func() { s.finish(ServiceNetworkExtProc, outcomeOf(err, c.limited, c.failed, c.closed)) }()
 	defer c.held.set(0)
 	c.flows[0] = flow{typ: abi.StreamDownstream, name: "read_data"}
 	c.flows[1] = flow{typ: abi.StreamUpstream, name: "write_data"}
@@ -136,7 +140,6 @@ func (p *networkProcessor) Process(gs netprocv3.NetworkExternalProcessor_Process
 	}()
 	err = c.run()
 	if c := status.Code(err); c == codes.InvalidArgument || c == codes.FailedPrecondition {
-		s.stats.protocolErrors.Add(1)
 		s.log.Debug("network_ext_proc stream rejected", "code", c, "err", status.Convert(err).Message())
 	}
 	return err
@@ -222,7 +225,7 @@ func (c *tcpConn) expire() {
 
 // receive validates a frame and answers it.
 func (c *tcpConn) receive(m *netprocv3.ProcessingRequest) error {
-	c.srv.stats.messagesReceived.Add(1)
+	start := monotonic()
 	rd, wd := m.GetReadData(), m.GetWriteData()
 	var f *flow
 	var d *netprocv3.Data
@@ -241,9 +244,16 @@ func (c *tcpConn) receive(m *netprocv3.ProcessingRequest) error {
 		}
 		return status.Error(codes.InvalidArgument, msg)
 	}
+	p := PhaseRead
+	if f.typ == abi.StreamUpstream {
+		p = PhaseWrite
+	}
+	c.srv.stats.messages[p].Add(1)
 	if f.ended {
 		return status.Errorf(codes.FailedPrecondition, "%s after its end_of_stream", f.name)
 	}
+	// Every frame is answered before the next is read.
+	defer func() { c.srv.stats.latency[p].Observe(time.Duration(monotonic() - start)) }()
 	c.properties(m)
 	eos := d.GetEndOfStream()
 	f.ended = eos
@@ -253,6 +263,7 @@ func (c *tcpConn) receive(m *netprocv3.ProcessingRequest) error {
 		}
 		// Envoy would stop reading the connection; ext_proc has no way
 		// to ask for that, so the connection is closed instead.
+		c.limited = true
 		c.srv.log.Warn("connection passed its buffer limit; closing it",
 			"direction", f.name, "limit", c.srv.opts.Limits.MaxStreamBuffer)
 		return c.closeWith(f, d.GetData(), eos, false)
@@ -447,7 +458,7 @@ func (c *tcpConn) answer(f *flow, in, out []byte, eos bool) error {
 // failure) or CLOSE_RST (a local response), which ends processing: Envoy
 // closes the connection before looking at the data, so none is sent.
 func (c *tcpConn) closeWith(f *flow, in []byte, eos, reset bool) error {
-	c.finished = true
+	c.finished, c.closed = true, true
 	resp := &netprocv3.ProcessingResponse{ConnectionStatus: connClose, DataProcessingStatus: dataUnmodified}
 	if reset {
 		resp.ConnectionStatus = connReset
@@ -470,7 +481,7 @@ func (c *tcpConn) closeWith(f *flow, in []byte, eos, reset bool) error {
 // Envoy applies connection_status before looking for data, so a message
 // with no data closes the connection.
 func (c *tcpConn) closeAsync(reset bool) error {
-	c.finished = true
+	c.finished, c.closed = true, true
 	resp := &netprocv3.ProcessingResponse{ConnectionStatus: connClose}
 	if reset {
 		resp.ConnectionStatus = connReset

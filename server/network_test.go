@@ -441,6 +441,22 @@ func TestNetworkProtocolErrors(t *testing.T) {
 		t.Errorf("protocol errors %d, want 3", h.srv.Stats().ProtocolErrors)
 	}
 	waitNoStreams(t, p)
+	// Three good connections and three refused ones; the frames of a
+	// known direction are counted, and the answered ones timed.
+	waitFor(t, func() bool { return h.srv.Stats().StreamsActive == 0 })
+	st := h.srv.Stats()
+	if sv := st.Services[ServiceNetworkExtProc]; sv.StreamsStarted != 6 || sv.Finished[OutcomeProtocolError] != 3 || sv.Finished[OutcomeOK] != 3 {
+		t.Errorf("network_ext_proc: %+v", sv)
+	}
+	if st.Services[ServiceExtProc].StreamsStarted != 0 {
+		t.Errorf("ext_proc: %+v", st.Services[ServiceExtProc])
+	}
+	if st.Messages[PhaseRead] != 3 || st.Messages[PhaseWrite] != 2 {
+		t.Errorf("messages read %d write %d, want 3 and 2", st.Messages[PhaseRead], st.Messages[PhaseWrite])
+	}
+	if lat := h.srv.Latency(); lat[PhaseRead].Count != 3 || lat[PhaseWrite].Count != 1 {
+		t.Errorf("answers timed: read %d write %d, want 3 and 1", lat[PhaseRead].Count, lat[PhaseWrite].Count)
+	}
 }
 
 // The gRPC health service answers for the network service too.

@@ -130,7 +130,7 @@ type Options struct {
 
 // Stats count what the server has done since it started.
 type Stats struct {
-	StreamsStarted int64 // Process calls
+	StreamsStarted int64 // Process calls, both services
 	StreamsActive  int64 // Process calls running now
 	// ProtocolErrors counts streams ended with InvalidArgument or
 	// FailedPrecondition because of a malformed or out-of-order message.
@@ -143,8 +143,10 @@ type Stats struct {
 	PluginFailures int64
 	// DroppedMutations counts header changes not sent because Envoy would
 	// reject or ignore them, or because they could no longer be delivered
-	// (made after Envoy forwarded the headers).
+	// (made after Envoy forwarded the headers); Dropped splits it by
+	// reason (index: DropReason).
 	DroppedMutations int64
+	Dropped          [NumDropReasons]int64
 	// DuplicateEOS counts FULL_DUPLEX_STREAMED body messages ignored
 	// because they repeated an end of stream (envoyproxy/envoy#46237).
 	DuplicateEOS int64
@@ -164,6 +166,12 @@ type Stats struct {
 	// plugins (what Limits.MaxBufferTotal caps).
 	BufferedBytes int64
 
+	// Services has the stream counts of each service (index: Service);
+	// the totals above add them up. Messages counts messages received by
+	// phase (index: Phase).
+	Services [NumServices]ServiceStats
+	Messages [NumPhases]int64
+
 	// Generation is the primary plugin's generation new streams start on:
 	// 1 for Options.Plugin, one more per Swap. Swaps, ReloadFailures,
 	// DrainingGenerations and DrainExpired count every plugin's.
@@ -180,11 +188,15 @@ type Stats struct {
 }
 
 type counters struct {
-	streamsStarted, streamsActive, protocolErrors  atomic.Int64
-	messagesReceived, responsesSent, immediate     atomic.Int64
-	pluginFailures, droppedMutations, duplicateEOS atomic.Int64
-	lostBodyBytes, timeoutOverrides, limitRefusals atomic.Int64
-	shed                                           atomic.Int64
+	responsesSent, immediate     atomic.Int64
+	pluginFailures, duplicateEOS atomic.Int64
+	lostBodyBytes, limitRefusals atomic.Int64
+	shed                         atomic.Int64
+	open                         atomic.Int64 // streams of both services, for MaxStreams
+	svc                          [NumServices]serviceCounters
+	messages                     [NumPhases]atomic.Int64
+	dropped                      [NumDropReasons]atomic.Int64
+	latency                      [NumPhases]host.Histogram
 }
 
 // Server is the ext_proc service: every Process stream runs through one
@@ -323,18 +335,12 @@ func (s *Server) Close() {
 // Stats returns the server's counters.
 func (s *Server) Stats() Stats {
 	c := &s.stats
-	return Stats{
-		StreamsStarted:     c.streamsStarted.Load(),
-		StreamsActive:      c.streamsActive.Load(),
-		ProtocolErrors:     c.protocolErrors.Load(),
-		MessagesReceived:   c.messagesReceived.Load(),
+	st := Stats{
 		ResponsesSent:      c.responsesSent.Load(),
 		ImmediateResponses: c.immediate.Load(),
 		PluginFailures:     c.pluginFailures.Load(),
-		DroppedMutations:   c.droppedMutations.Load(),
 		DuplicateEOS:       c.duplicateEOS.Load(),
 		LostBodyBytes:      c.lostBodyBytes.Load(),
-		TimeoutOverrides:   c.timeoutOverrides.Load(),
 		LimitRefusals:      c.limitRefusals.Load(),
 		Shed:               c.shed.Load(),
 		BufferedBytes:      s.buffered.Load(),
@@ -345,6 +351,23 @@ func (s *Server) Stats() Stats {
 		DrainingGenerations: s.gens.draining.Load(),
 		DrainExpired:        s.gens.expiredStreams.Load(),
 	}
+	for i := range c.svc {
+		sv := c.svc[i].stats()
+		st.Services[i] = sv
+		st.StreamsStarted += sv.StreamsStarted
+		st.StreamsActive += sv.StreamsActive
+		st.ProtocolErrors += sv.Finished[OutcomeProtocolError]
+		st.TimeoutOverrides += sv.TimeoutOverrides
+	}
+	for i := range c.messages {
+		st.Messages[i] = c.messages[i].Load()
+		st.MessagesReceived += st.Messages[i]
+	}
+	for i := range c.dropped {
+		st.Dropped[i] = c.dropped[i].Load()
+		st.DroppedMutations += st.Dropped[i]
+	}
+	return st
 }
 
 func (s *Server) watchHealth() {

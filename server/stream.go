@@ -52,6 +52,8 @@ type stream struct {
 	sendWithoutWaiting bool
 	overrideSent       bool
 	finished           bool // an immediate response ended the stream
+	local              bool // an immediate response was sent
+	limited            bool // a limit ended the stream (Outcome)
 	sentProps          map[string]string
 }
 
@@ -61,11 +63,12 @@ type stream struct {
 // the stream ends, however it ends. Envoy ending the stream (EOF,
 // cancellation, reset) is a normal end.
 func (s *Server) Process(gs extprocv3.ExternalProcessor_ProcessServer) (err error) {
-	if err := s.enter(); err != nil {
+	if err := s.enter(ServiceExtProc); err != nil {
 		return err
 	}
-	defer s.leave()
+	defer s.leave(ServiceExtProc)
 	st := &stream{srv: s, gs: gs, log: s.log, held: held{srv: s}}
+	defer func() { s.finish(ServiceExtProc, outcomeOf(err, st.limited, st.failed, st.local)) }()
 	defer st.held.set(0)
 	defer st.releaseLeases() // the chain is chosen by the first message
 	st.dirs[abi.StreamHTTPRequest] = &direction{typ: abi.StreamHTTPRequest, name: "request",
@@ -81,7 +84,6 @@ func (s *Server) Process(gs extprocv3.ExternalProcessor_ProcessServer) (err erro
 	}()
 	err = st.run()
 	if c := status.Code(err); c == codes.InvalidArgument || c == codes.FailedPrecondition {
-		s.stats.protocolErrors.Add(1)
 		s.log.Debug("ext_proc stream rejected", "code", c, "err", status.Convert(err).Message())
 	}
 	return err
@@ -215,7 +217,7 @@ func (st *stream) close() {
 // direction waits for the plugin (Envoy gives a filter that stopped
 // iteration nothing more until it continues).
 func (st *stream) receive(m *extprocv3.ProcessingRequest) error {
-	st.srv.stats.messagesReceived.Add(1)
+	now := monotonic()
 	st.msgs++
 	if u := m.GetClientWindowUpdate(); u != nil && st.msgs > 1 {
 		// A gRPC client returning window (grpc.go), alone or with a
@@ -236,6 +238,8 @@ func (st *stream) receive(m *extprocv3.ProcessingRequest) error {
 	if err != nil {
 		return err
 	}
+	p := httpPhase(d.typ, ph)
+	st.srv.stats.messages[p].Add(1)
 	if a := m.GetAttributes()[AttributesKey]; a != nil {
 		st.props.setAttributes(d.typ, a)
 	}
@@ -246,6 +250,9 @@ func (st *stream) receive(m *extprocv3.ProcessingRequest) error {
 	ignore, err := st.validate(d, ph, m)
 	if err != nil || ignore {
 		return err
+	}
+	if !st.observability && (ph != phaseBody || !d.bodyMode().duplex()) {
+		d.arrived(p, now)
 	}
 	if d.skippedHeaders && !skipped {
 		// A plugin in Envoy always sees headers first: run its headers
@@ -268,6 +275,7 @@ func (st *stream) receive(m *extprocv3.ProcessingRequest) error {
 	if queue {
 		if max := st.srv.opts.Limits.MaxQueuedMessages; max > 0 && len(d.queue) >= max {
 			st.srv.stats.limitRefusals.Add(1)
+			st.limited = true
 			return status.Errorf(codes.ResourceExhausted,
 				"wasm-callout: %d messages queued behind the paused %s, the server's limit", max, d.name)
 		}

@@ -71,7 +71,7 @@ type configStatus struct {
 
 func (s *serving) configStatus(t *testing.T, method, path string) (int, configStatus) {
 	t.Helper()
-	req, _ := http.NewRequest(method, "http://"+s.health+path, nil)
+	req, _ := http.NewRequest(method, "http://"+s.adminAddr+path, nil)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -169,7 +169,7 @@ func TestConfigFileErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			args := []string{"--config", file(tt.name+".yaml", tt.content), "--addr", "127.0.0.1:0", "--health-addr", ""}
-			err := run(context.Background(), args, io.Discard, io.Discard)
+			err := run(context.Background(), withoutAdmin(args), io.Discard, io.Discard)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("err = %v, want one mentioning %q", err, tt.want)
 			}

@@ -21,13 +21,14 @@ import (
 const (
 	securityPlaintext = "plaintext"
 	securityTLS       = "tls"
-	securityMTLS      = "mtls" // TLS with client certificates verified against --client-ca
+	securityMTLS      = "mtls"                   // TLS with client certificates verified against --client-ca
+	securityToken     = "plaintext+bearer-token" // the admin listener with --admin-token-file
 )
 
 // listener is one address the serve command listens on.
 type listener struct {
 	flag     string // the flag that set addr, as an operator types it: "--addr"
-	kind     string // grpc, grpc-tls, health: the word in the listening line
+	kind     string // grpc, grpc-tls, health, admin: the word in the listening line
 	security string // plaintext, tls or mtls
 	addr     string // "" when off
 	lis      net.Listener
@@ -64,8 +65,13 @@ func (c *serveConfig) listenPlan(fs *flag.FlagSet, tlsConf *tls.Config, logger *
 		}
 		return nil, cliflags.Usagef("no gRPC listener: set --addr, or --tls-addr with --cert and --key")
 	}
+	adminSecurity := securityPlaintext
+	if c.admin.tokenFile != "" {
+		adminSecurity = securityToken
+	}
 	return listeners{
 		{flag: "--health-addr", kind: "health", security: securityPlaintext, addr: c.healthAddr},
+		{flag: "--admin-addr", kind: "admin", security: adminSecurity, addr: c.admin.addr},
 		{flag: "--addr", kind: "grpc", security: securityPlaintext, addr: plain},
 		{flag: "--tls-addr", kind: "grpc-tls", security: tlsSecurity, addr: tlsAddr},
 	}, nil

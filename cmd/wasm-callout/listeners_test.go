@@ -41,9 +41,9 @@ func TestListenersBoundBeforeCompile(t *testing.T) {
 		defer l.Close()
 		return l.Addr().String()
 	}
-	for _, flag := range []string{"--health-addr", "--addr", "--tls-addr"} {
+	for _, flag := range []string{"--health-addr", "--admin-addr", "--addr", "--tls-addr"} {
 		t.Run(flag, func(t *testing.T) {
-			addrs := map[string]string{"--health-addr": freePort(), "--addr": freePort(), "--tls-addr": freePort()}
+			addrs := map[string]string{"--health-addr": freePort(), "--admin-addr": freePort(), "--addr": freePort(), "--tls-addr": freePort()}
 			addrs[flag] = busy
 			args := []string{"--plugin", plugin, "--compilation-cache", "", "--cert", cert, "--key", key, "--log-level", "debug"}
 			for f, a := range addrs {

@@ -69,7 +69,7 @@ func TestJSONLogsOnly(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"--plugin", plugin, "--log-format", "json", "--log-level", "debug", "--compilation-cache", t.TempDir(),
-			"--addr", "127.0.0.1:0", "--health-addr", "127.0.0.1:0", "--instances", "1", "--shutdown-timeout", "5s"}, &stdout, pw)
+			"--addr", "127.0.0.1:0", "--health-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--instances", "1", "--shutdown-timeout", "5s"}, &stdout, pw)
 		pw.Close()
 	}()
 	var addr string
@@ -156,7 +156,7 @@ func TestJSONLogsExitError(t *testing.T) {
 	} {
 		var stdout, stderr bytes.Buffer
 		args := append([]string{"--plugin", edgePlugin, "--log-format", "json", "--health-addr", ""}, tc.args...)
-		err := run(context.Background(), args, &stdout, &stderr)
+		err := run(context.Background(), withoutAdmin(args), &stdout, &stderr)
 		if err == nil || !errors.As(err, new(loggedError)) || cliflags.ExitCode(err) != tc.status {
 			t.Errorf("%q: %v (logged %v), status %d; want a logged error, status %d", tc.args, err, errors.As(err, new(loggedError)), cliflags.ExitCode(err), tc.status)
 		}

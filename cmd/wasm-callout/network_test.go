@@ -30,7 +30,7 @@ func TestRunServesNetworkExtProc(t *testing.T) {
 		{"fail-open", []string{"ok ", "Trap"}, "ok Trap", envoytest.ClosedNormally},
 	} {
 		addrs, stop := started(t, []string{"grpc"}, "--plugin", tcpEdgePlugin, "--addr", "127.0.0.1:0", "--tls-addr", "",
-			"--health-addr", "", "--log-level", "error", "--failure-policy", tc.policy)
+			"--health-addr", "", "--admin-addr", "", "--log-level", "error", "--failure-policy", tc.policy)
 		conn, err := envoytest.Dial(addrs["grpc"])
 		if err != nil {
 			t.Fatal(err)

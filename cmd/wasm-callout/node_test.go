@@ -31,7 +31,7 @@ func TestNodeMetadataFlag(t *testing.T) {
 	}
 	good := file("node.yaml", "id: sidecar~10.0.0.7~pod.default~default.svc.cluster.local\n"+
 		"cluster: productpage.default\nmetadata:\n  NAME: productpage-v1-abc\n  NAMESPACE: default\n  LABELS: {app: productpage}\n")
-	base := []string{"serve", "--plugin", nodePlugin, "--addr", "127.0.0.1:0", "--tls-addr", "", "--health-addr", "127.0.0.1:0",
+	base := []string{"serve", "--plugin", nodePlugin, "--addr", "127.0.0.1:0", "--tls-addr", "", "--health-addr", "127.0.0.1:0", "--admin-addr", "",
 		"--log-level", "error", "--instances", "1"}
 
 	refused := []struct {
@@ -51,7 +51,7 @@ func TestNodeMetadataFlag(t *testing.T) {
 	}
 	for _, tc := range refused {
 		t.Run(tc.name, func(t *testing.T) {
-			err := run(context.Background(), append(append([]string{}, base...), tc.args...), io.Discard, io.Discard)
+			err := run(context.Background(), withoutAdmin(append(append([]string{}, base...), tc.args...)), io.Discard, io.Discard)
 			if err == nil {
 				t.Fatal("served")
 			}

@@ -380,7 +380,7 @@ func (r *reloader) status() (*pluginStatus, error) {
 	return out, nil
 }
 
-// routes adds the admin endpoints to the health mux: POST /reload reloads
+// routes adds the reload endpoints to the admin mux: POST /reload reloads
 // synchronously (200 with the new generation's status; 422 with the reason
 // when the new generation cannot be prepared, the current one serving on;
 // 503 before serving or while stopping); GET /plugin describes the

@@ -24,10 +24,10 @@ const gentagPlugin = "../../server/testdata/gentag.wasm"
 
 // serving is a serve command run by a test, with its reload hook.
 type serving struct {
-	grpc, health string
-	hup          chan os.Signal
-	conn         interface{ Close() error }
-	emu          *envoytest.Emulator
+	grpc, adminAddr string
+	hup             chan os.Signal
+	conn            interface{ Close() error }
+	emu             *envoytest.Emulator
 }
 
 // startServing runs the serve command with args plus loopback listeners,
@@ -35,7 +35,7 @@ type serving struct {
 func startServing(t *testing.T, args ...string) *serving {
 	t.Helper()
 	s := &serving{hup: make(chan os.Signal, 1)}
-	args = append([]string{"--addr", "127.0.0.1:0", "--tls-addr", "", "--health-addr", "127.0.0.1:0",
+	args = append([]string{"--addr", "127.0.0.1:0", "--tls-addr", "", "--health-addr", "", "--admin-addr", "127.0.0.1:0",
 		"--log-level", "error", "--instances", "1"}, args...)
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
@@ -57,13 +57,16 @@ func startServing(t *testing.T, args ...string) *serving {
 		t.Fatalf("serve ended before listening: %v", <-done)
 	}
 	go io.Copy(io.Discard, pr)
-	s.grpc, s.health = addrs["grpc"], addrs["health"]
+	s.grpc, s.adminAddr = addrs["grpc"], addrs["admin"]
 	conn, err := envoytest.Dial(s.grpc)
 	if err != nil {
 		t.Fatal(err)
 	}
 	s.conn = conn
-	if s.emu, err = envoytest.New(conn, envoytest.Config{NoTranscript: true}); err != nil {
+	// A reload compiles on the cores that serve: under -race on a small
+	// machine Envoy's 200 ms message_timeout can run out while a request
+	// waits for CPU, which is not what these tests are about.
+	if s.emu, err = envoytest.New(conn, envoytest.Config{NoTranscript: true, MessageTimeout: 10 * time.Second}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -120,7 +123,7 @@ type status struct {
 
 func (s *serving) admin(t *testing.T, method, path string) (int, status) {
 	t.Helper()
-	req, err := http.NewRequest(method, "http://"+s.health+path, nil)
+	req, err := http.NewRequest(method, "http://"+s.adminAddr+path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -318,7 +321,7 @@ func TestReloadTriggers(t *testing.T) {
 		if _, st = s.admin(t, "GET", "/plugin"); st.ReloadFailures != 3 {
 			t.Errorf("reload failures %d, want 3", st.ReloadFailures)
 		}
-		resp, err := http.Get("http://" + s.health + "/reload")
+		resp, err := http.Get("http://" + s.adminAddr + "/reload")
 		if err != nil {
 			t.Fatal(err)
 		}

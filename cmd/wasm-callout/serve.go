@@ -36,6 +36,7 @@ type serveConfig struct {
 	compilationCache               string
 
 	addr, tlsAddr, healthAddr string
+	admin                     adminFlags
 	cert, key, clientCA       string
 	shutdownTimeout           time.Duration
 	watch, drainTimeout       time.Duration
@@ -105,11 +106,12 @@ func serveFlags(stdout io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.StringVar(&c.cert, "cert", "", "TLS certificate chain (PEM); reloaded when the file changes")
 	fs.StringVar(&c.key, "key", "", "TLS private key (PEM); reloaded when the file changes")
 	fs.StringVar(&c.clientCA, "client-ca", "", "CA bundle (PEM) that client certificates must chain to; turns on mutual TLS")
-	fs.StringVar(&c.healthAddr, "health-addr", ":8000", "HTTP health address: /healthz (live) and /readyz (ready) (empty disables)")
+	fs.StringVar(&c.healthAddr, "health-addr", ":8000", "HTTP health address: /healthz (live), /readyz and / (ready) (empty disables)")
+	c.admin.register(fs)
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 15*time.Second, "on SIGINT/SIGTERM, how long shutting down may take: open streams "+
 		"finish, then the plugin's root contexts end; the process exits by then even if a plugin call cannot be stopped")
 	fs.DurationVar(&c.watch, "watch", 0, "poll the plugin file and @FILE configurations this often and reload when their content (sha256) changes, "+
-		"following symlinks afresh each time (Kubernetes ConfigMaps); 0 turns polling off. SIGHUP and POST /reload on --health-addr reload too")
+		"following symlinks afresh each time (Kubernetes ConfigMaps); 0 turns polling off. SIGHUP and POST /reload on --admin-addr reload too")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", server.DefaultDrainTimeout, "after a reload, how long requests already running may finish "+
 		"on the replaced plugin before they get the failure policy")
 	cliflags.EnumVar(fs, &c.failurePolicy, "failure-policy", "fail-closed", []string{"fail-closed", "fail-open"}, "when the plugin fails (trap, timeout, memory) or has no healthy instance: "+
@@ -217,6 +219,9 @@ func serveWith(ctx context.Context, fs *flag.FlagSet, c *serveConfig, logger *sl
 	if err != nil {
 		return cliflags.AsUsage(err)
 	}
+	if err := c.admin.check(); err != nil {
+		return cliflags.AsUsage(err)
+	}
 	// Every listener is bound before the plugin compiles (listeners.go).
 	ls, err := c.listenPlan(fs, tlsConf, logger)
 	if err != nil {
@@ -232,11 +237,11 @@ func serveWith(ctx context.Context, fs *flag.FlagSet, c *serveConfig, logger *sl
 	}
 
 	// Liveness answers while the plugin loads; readiness once it serves.
-	// The admin endpoints (POST /reload, GET /plugin) share the address.
+	// The admin endpoints are on their own listener (admin.go).
 	rl := newReloader(ctx, c, logger)
 	var srvp atomic.Pointer[server.Server]
 	if lis := ls.get("health"); lis != nil {
-		healthSrv := &http.Server{Handler: healthHandler(&srvp, rl.routes), ReadHeaderTimeout: 5 * time.Second,
+		healthSrv := &http.Server{Handler: healthHandler(&srvp), ReadHeaderTimeout: 5 * time.Second,
 			ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
 		go healthSrv.Serve(lis)
 		defer healthSrv.Close()
@@ -250,8 +255,18 @@ func serveWith(ctx context.Context, fs *flag.FlagSet, c *serveConfig, logger *sl
 	defer upstreams.Close()
 	hc.Upstreams = upstreams
 
-	// One metrics registry for every generation: values survive reloads.
+	// One metrics registry and one set of host counts for every
+	// generation: values survive reloads.
 	hc.Metrics = host.NewMetrics()
+	hc.Telemetry = host.NewTelemetry()
+	if lis := ls.get("admin"); lis != nil {
+		adminSrv, err := startAdmin(lis, &c.admin, &srvp, rl, hc, upstreams, logger)
+		if err != nil {
+			return err
+		}
+		defer adminSrv.Close()
+		ls.announce(announceTo, logger, "admin")
+	}
 	rl.base = hc
 	initial, err := rl.start()
 	defer rl.cfg.closeUpstreams()
@@ -422,13 +437,11 @@ func gracefulStop(servers []*grpc.Server, timeout time.Duration, logger *slog.Lo
 // healthHandler serves /healthz (200 while the process can make progress:
 // no plugin call is stuck past its deadline; see server.Live) and /readyz
 // (200 once the plugin's pool is started, while an instance is healthy and
-// until shutdown begins), and whatever routes adds (the admin endpoints).
-// Neither ever waits for a plugin call.
-func healthHandler(srv *atomic.Pointer[server.Server], routes ...func(*http.ServeMux)) http.Handler {
+// until shutdown begins), and answers GET / as /readyz (a GCP load
+// balancer's health check asks for / by default). Neither ever waits for a
+// plugin call.
+func healthHandler(srv *atomic.Pointer[server.Server]) http.Handler {
 	mux := http.NewServeMux()
-	for _, add := range routes {
-		add(mux)
-	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		if s := srv.Load(); s != nil && !s.Live() {
 			http.Error(w, "stalled: a plugin call outlived its deadline", http.StatusServiceUnavailable)
@@ -436,13 +449,15 @@ func healthHandler(srv *atomic.Pointer[server.Server], routes ...func(*http.Serv
 		}
 		io.WriteString(w, "ok\n")
 	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+	ready := func(w http.ResponseWriter, _ *http.Request) {
 		if s := srv.Load(); s != nil && s.Ready() {
 			io.WriteString(w, "ready\n")
 			return
 		}
 		http.Error(w, "not ready", http.StatusServiceUnavailable)
-	})
+	}
+	mux.HandleFunc("GET /readyz", ready)
+	mux.HandleFunc("GET /{$}", ready)
 	return mux
 }
 

@@ -36,6 +36,18 @@ const edgePlugin = "../../server/testdata/edge.wasm"
 // started runs run() with args, waits for the listening lines of the given
 // kinds and returns the addresses printed, by kind, and a stop function
 // that cancels run and returns its error.
+// withoutAdmin turns the admin listener off in serve's args unless they
+// set --admin-addr: its default, 127.0.0.1:9901, is one port that tests
+// running in parallel (and any other wasm-callout on the machine) share.
+func withoutAdmin(args []string) []string {
+	for _, a := range args {
+		if a == "--admin-addr" || strings.HasPrefix(a, "--admin-addr=") {
+			return args
+		}
+	}
+	return append(args[:len(args):len(args)], "--admin-addr", "")
+}
+
 func started(t *testing.T, kinds []string, args ...string) (addrs map[string]string, stop func() error) {
 	t.Helper()
 	return startedLogging(t, io.Discard, kinds, args...)
@@ -45,6 +57,7 @@ func started(t *testing.T, kinds []string, args ...string) (addrs map[string]str
 // to stderr.
 func startedLogging(t *testing.T, stderr io.Writer, kinds []string, args ...string) (addrs map[string]string, stop func() error) {
 	t.Helper()
+	args = withoutAdmin(args)
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
@@ -114,7 +127,7 @@ func httpStatus(t *testing.T, url string) int {
 
 func TestRunServesAndShutsDown(t *testing.T) {
 	addrs, stop := started(t, []string{"grpc", "health"}, "serve", "--plugin", edgePlugin, "--addr", "127.0.0.1:0", "--tls-addr", "",
-		"--health-addr", "127.0.0.1:0", "--log-level", "error", "--instances", "1")
+		"--health-addr", "127.0.0.1:0", "--admin-addr", "", "--log-level", "error", "--instances", "1")
 	if got := httpStatus(t, "http://"+addrs["health"]+"/healthz"); got != 200 {
 		t.Errorf("/healthz: %d", got)
 	}
@@ -210,8 +223,8 @@ func TestRunFlagErrors(t *testing.T) {
 		{[]string{"--plugin", edgePlugin, "--cert", "c.pem"}, "--cert and --key go together"},
 		{[]string{"--plugin", edgePlugin, "--client-ca", "ca.pem"}, "--client-ca needs --cert"},
 		{[]string{"--plugin", edgePlugin, "--plugin-config", "@" + filepath.Join(dir, "missing")}, "--plugin-config"},
-		{[]string{"--plugin", filepath.Join(dir, "missing.wasm"), "--addr", "127.0.0.1:0", "--health-addr", ""}, "missing.wasm"},
-		{[]string{"--plugin", edgePlugin, "--addr", "", "--health-addr", ""}, "no gRPC listener"},
+		{[]string{"--plugin", filepath.Join(dir, "missing.wasm"), "--addr", "127.0.0.1:0", "--health-addr", "", "--admin-addr", ""}, "missing.wasm"},
+		{[]string{"--plugin", edgePlugin, "--addr", "", "--health-addr", "", "--admin-addr", ""}, "no gRPC listener"},
 		{[]string{"--plugin", edgePlugin, "extra"}, "unexpected argument"},
 		{[]string{"--plugin", edgePlugin, "--watch", "-1s"}, "--watch"},
 		{[]string{"--plugin", edgePlugin, "--drain-timeout", "0"}, "--drain-timeout"},
@@ -220,7 +233,7 @@ func TestRunFlagErrors(t *testing.T) {
 		{[]string{"--plugin", edgePlugin, "--max-buffer-total", "1Ti"}, "want a byte count"},
 	}
 	for _, tt := range tests {
-		err := run(context.Background(), tt.args, io.Discard, io.Discard)
+		err := run(context.Background(), withoutAdmin(tt.args), io.Discard, io.Discard)
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("run %q = %v, want an error mentioning %q", tt.args, err, tt.want)
 		}
@@ -251,7 +264,7 @@ func TestRunMutualTLS(t *testing.T) {
 	write := func(name string, blocks ...*pem.Block) string {
 		return writePEM(t, filepath.Join(dir, name), blocks...)
 	}
-	addrs, _ := started(t, []string{"grpc-tls"}, "--plugin", edgePlugin, "--addr", "", "--health-addr", "", "--log-level", "error",
+	addrs, _ := started(t, []string{"grpc-tls"}, "--plugin", edgePlugin, "--addr", "", "--health-addr", "", "--admin-addr", "", "--log-level", "error",
 		"--tls-addr", "127.0.0.1:0", "--cert", write("srv.pem", certPEM(srvCert)), "--key", write("srv.key", keyPEM(t, srvKey)),
 		"--client-ca", write("ca.pem", certPEM(ca)))
 
@@ -306,7 +319,7 @@ type atomicServer struct{ p atomic.Pointer[server.Server] }
 // only shutdown itself can stop the loop.
 func TestShutdownWhileLooping(t *testing.T) {
 	addrs, stop := started(t, []string{"grpc", "health"}, "serve", "--plugin", "../../host/testdata/faults.wasm",
-		"--addr", "127.0.0.1:0", "--tls-addr", "", "--health-addr", "127.0.0.1:0", "--log-level", "error",
+		"--addr", "127.0.0.1:0", "--tls-addr", "", "--health-addr", "127.0.0.1:0", "--admin-addr", "", "--log-level", "error",
 		"--instances", "2", "--call-timeout", "30s", "--shutdown-timeout", "2s")
 	conn, err := envoytest.Dial(addrs["grpc"])
 	if err != nil {
@@ -353,7 +366,7 @@ func TestDefaultCompilationCache(t *testing.T) {
 	cache := t.TempDir()
 	t.Setenv("XDG_CACHE_HOME", cache)
 	_, stop := started(t, []string{"grpc"}, "serve", "--plugin", edgePlugin, "--addr", "127.0.0.1:0", "--tls-addr", "",
-		"--health-addr", "", "--log-level", "error", "--instances", "1")
+		"--health-addr", "", "--admin-addr", "", "--log-level", "error", "--instances", "1")
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -368,7 +381,7 @@ func TestDefaultCompilationCache(t *testing.T) {
 	}
 	t.Setenv("XDG_CACHE_HOME", blocked) // a file: no directory can be made under it
 	_, stop = started(t, []string{"grpc"}, "serve", "--plugin", edgePlugin, "--addr", "127.0.0.1:0", "--tls-addr", "",
-		"--health-addr", "", "--log-level", "error", "--instances", "1")
+		"--health-addr", "", "--admin-addr", "", "--log-level", "error", "--instances", "1")
 	if err := stop(); err != nil {
 		t.Fatalf("an unwritable default cache stopped the server: %v", err)
 	}
