@@ -137,6 +137,24 @@ func TestConfigFile(t *testing.T) {
 	if f, sec := s.chainHeaders(t, ""); f != "1" || sec != "3" {
 		t.Errorf("after a failed reload: x-first %q x-second %q, want 1 and 3", f, sec)
 	}
+
+	// Metrics tell the plugins apart: the host's families by their plugin
+	// label, and the plugin-defined ones too once there are several.
+	fams := scrape(t, s.adminAddr)
+	for _, name := range []string{"tag", "tag2"} {
+		if v, ok := sample(fams, "basic_requests_total", "plugin", name); !ok || v == 0 {
+			t.Errorf("basic_requests_total{plugin=%q} = %v (present %v), want requests counted", name, v, ok)
+		}
+		if v, ok := sample(fams, "wasm_callout_plugin_instances_healthy", "plugin", name); !ok || v == 0 {
+			t.Errorf("wasm_callout_plugin_instances_healthy{plugin=%q} = %v (present %v)", name, v, ok)
+		}
+	}
+	if v, _ := sample(fams, "wasm_callout_plugin_generation", "plugin", "tag2"); v != 2 {
+		t.Errorf("wasm_callout_plugin_generation{plugin=tag2} = %v, want 2", v)
+	}
+	if v, _ := sample(fams, "wasm_callout_plugin_reloads_total", "plugin", "tag"); v != 0 {
+		t.Errorf("wasm_callout_plugin_reloads_total{plugin=tag} = %v, want 0 (only tag2 reloaded)", v)
+	}
 }
 
 func TestConfigFileErrors(t *testing.T) {

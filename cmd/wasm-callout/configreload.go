@@ -26,8 +26,9 @@ type configState struct {
 	trigger  string
 
 	mu        sync.Mutex
-	metrics   map[string]*host.Metrics // per plugin name: values survive reloads
-	upstreams []*host.Upstreams        // every plugin's own, closed at exit
+	metrics   map[string]*host.Metrics   // per plugin name: values survive reloads
+	telemetry map[string]*host.Telemetry // likewise
+	upstreams []*host.Upstreams          // every plugin's own, closed at exit
 }
 
 // metricsFor returns the plugin's metrics registry, the same across its
@@ -44,6 +45,22 @@ func (cs *configState) metricsFor(name string) *host.Metrics {
 		cs.metrics[name] = m
 	}
 	return m
+}
+
+// telemetryFor returns the plugin's host counts (failures by cause,
+// callback times), the same across its generations.
+func (cs *configState) telemetryFor(name string) *host.Telemetry {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if cs.telemetry == nil {
+		cs.telemetry = map[string]*host.Telemetry{}
+	}
+	t := cs.telemetry[name]
+	if t == nil {
+		t = host.NewTelemetry()
+		cs.telemetry[name] = t
+	}
+	return t
 }
 
 // closeUpstreams closes the clusters of the plugins' own upstreams.
@@ -64,6 +81,7 @@ func (r *reloader) loadNamed(ctx context.Context, p *pluginConfig, ps *pluginSou
 	}
 	cfg.Logger = r.base.Logger.With("plugin", p.Name)
 	cfg.Metrics = r.cfg.metricsFor(p.Name)
+	cfg.Telemetry = r.cfg.telemetryFor(p.Name)
 	if len(p.Upstreams) > 0 {
 		list, err := p.upstreams(r.c)
 		if err != nil {

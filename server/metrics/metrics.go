@@ -109,9 +109,9 @@ func newCollector(o Options) *collector {
 		memory:           d("plugin_instance_memory_bytes", "Linear memory of each plugin instance after its last call.", "plugin", "instance"),
 		callbackDuration: d("plugin_callback_duration_seconds", "Time the guest ran per callback, measured on the host around the call.", "plugin", "callback"),
 		reloads:          d("plugin_reloads_total", "Switches to a new plugin generation.", "plugin"),
-		reloadFailures:   d("plugin_reload_failures_total", "Reloads whose new generation failed to load; the current one kept serving.", "plugin"),
+		reloadFailures:   d("plugin_reload_failures_total", "Reloads (of any plugin) whose new generation failed to load; the current one kept serving."),
 		generation:       d("plugin_generation", "The plugin generation new streams start on (1 at start, one more per reload).", "plugin"),
-		draining:         d("plugin_draining_generations", "Replaced plugin generations still serving the streams that started on them.", "plugin"),
+		draining:         d("plugin_draining_generations", "Replaced plugin generations (of any plugin) still serving the streams that started on them."),
 		compileSeconds:   d("plugin_compile_seconds", "Time the current generation took to compile (or to read from the compilation cache).", "plugin"),
 		loadSeconds:      d("plugin_load_seconds", "Time the current generation took to load: compiling and starting its instances.", "plugin"),
 		liveStreams:      d("plugin_streams", "Plugin HTTP and TCP contexts open now on the current generation.", "plugin"),
@@ -199,34 +199,47 @@ func (c *collector) collectServer(ch chan<- prometheus.Metric, srv *server.Serve
 	counter(ch, c.immediateResponses, st.ImmediateResponses)
 }
 
+// collectPlugin sends the families of every plugin's current generation,
+// labelled with the plugin's name, and the server-wide reload counts.
 func (c *collector) collectPlugin(ch chan<- prometheus.Metric, srv *server.Server) {
-	p := srv.Plugin()
-	name := p.Config().Name
 	st := srv.Stats()
-	ps := p.Stats()
-	gauge(ch, c.instances, float64(ps.Instances), name)
-	gauge(ch, c.instancesHealthy, float64(ps.Healthy), name)
-	gauge(ch, c.instancesStalled, float64(ps.Stalled), name)
-	gauge(ch, c.liveStreams, float64(ps.LiveStreams), name)
-	gauge(ch, c.callsInFlight, float64(ps.PendingCalls), name)
-	for _, in := range p.Instances() {
-		gauge(ch, c.memory, float64(in.MemoryBytes), name, strconv.Itoa(in.Slot))
+	seen := map[*host.Telemetry]bool{}
+	for _, g := range srv.Generations() {
+		p := g.Plugin
+		if p == nil {
+			continue
+		}
+		name := g.Name
+		ps := p.Stats()
+		gauge(ch, c.instances, float64(ps.Instances), name)
+		gauge(ch, c.instancesHealthy, float64(ps.Healthy), name)
+		gauge(ch, c.instancesStalled, float64(ps.Stalled), name)
+		gauge(ch, c.liveStreams, float64(ps.LiveStreams), name)
+		gauge(ch, c.callsInFlight, float64(ps.PendingCalls), name)
+		for _, in := range p.Instances() {
+			gauge(ch, c.memory, float64(in.MemoryBytes), name, strconv.Itoa(in.Slot))
+		}
+		// Plugins share a Telemetry only when the embedder gives them
+		// one; its counts are then sent once, under the first name.
+		if t := p.Telemetry(); !seen[t] {
+			seen[t] = true
+			snap := t.Snapshot()
+			for cause := range host.NumFailureCauses {
+				counter(ch, c.failures, snap.Failures[cause], name, cause.String())
+			}
+			counter(ch, c.replacements, snap.Replaced, name)
+			for _, cb := range snap.Callbacks {
+				histogram(ch, c.callbackDuration, cb.HistogramSnapshot, name, cb.Callback)
+			}
+		}
+		counter(ch, c.reloads, int64(g.ID)-1, name)
+		gauge(ch, c.generation, float64(g.ID), name)
+		lt := p.LoadTimes()
+		gauge(ch, c.compileSeconds, lt.Compile.Seconds(), name)
+		gauge(ch, c.loadSeconds, (lt.Compile + lt.Start).Seconds(), name)
 	}
-	t := p.Telemetry().Snapshot()
-	for cause := range host.NumFailureCauses {
-		counter(ch, c.failures, t.Failures[cause], name, cause.String())
-	}
-	counter(ch, c.replacements, t.Replaced, name)
-	for _, cb := range t.Callbacks {
-		histogram(ch, c.callbackDuration, cb.HistogramSnapshot, name, cb.Callback)
-	}
-	counter(ch, c.reloads, st.Swaps, name)
-	counter(ch, c.reloadFailures, st.ReloadFailures, name)
-	gauge(ch, c.generation, float64(st.Generation), name)
-	gauge(ch, c.draining, float64(st.DrainingGenerations), name)
-	lt := p.LoadTimes()
-	gauge(ch, c.compileSeconds, lt.Compile.Seconds(), name)
-	gauge(ch, c.loadSeconds, (lt.Compile + lt.Start).Seconds(), name)
+	counter(ch, c.reloadFailures, st.ReloadFailures)
+	gauge(ch, c.draining, float64(st.DrainingGenerations))
 }
 
 func (c *collector) collectUpstreams(ch chan<- prometheus.Metric) {
@@ -262,26 +275,62 @@ type series struct {
 	v      host.MetricValue
 }
 
-// Collect implements prometheus.Collector.
+// Collect implements prometheus.Collector. With several plugins (--config),
+// each series also carries a plugin label, the plugin's name: plugins that
+// define the same metric then stay apart, where Envoy, whose Wasm stats
+// share one store, would add them up.
 func (pm *pluginMetrics) Collect(ch chan<- prometheus.Metric) {
-	reg := pm.o.Metrics
-	if reg == nil && pm.o.Server != nil {
+	var regs []namedRegistry
+	if pm.o.Server != nil {
 		if srv := pm.o.Server(); srv != nil {
-			reg = srv.Plugin().Metrics()
+			seen := map[*host.Metrics]bool{}
+			for _, p := range srv.Plugins() {
+				if m := p.Metrics(); m != nil && !seen[m] {
+					seen[m] = true
+					regs = append(regs, namedRegistry{p.Config().Name, m})
+				}
+			}
 		}
 	}
-	if reg == nil {
-		return
+	if len(regs) == 0 && pm.o.Metrics != nil {
+		regs = []namedRegistry{{"", pm.o.Metrics}}
 	}
-	collectValues(ch, reg.Snapshot())
+	var values []pluginValue
+	for _, r := range regs {
+		var extra []Label
+		if len(regs) > 1 {
+			extra = []Label{{Name: "plugin", Value: r.name}}
+		}
+		for _, v := range r.m.Snapshot() {
+			values = append(values, pluginValue{v, extra})
+		}
+	}
+	collectValues(ch, values)
+}
+
+// namedRegistry is one plugin's metrics registry.
+type namedRegistry struct {
+	name string
+	m    *host.Metrics
+}
+
+// pluginValue is a plugin metric's value and the labels the exporter adds
+// to the ones its name carries.
+type pluginValue struct {
+	host.MetricValue
+	extra []Label
 }
 
 // collectValues sends the plugin metrics values as Envoy would export them.
-func collectValues(ch chan<- prometheus.Metric, values []host.MetricValue) {
+func collectValues(ch chan<- prometheus.Metric, values []pluginValue) {
 	fams := map[string]*family{}
 	var order []string
-	for _, v := range values {
+	for _, pv := range values {
+		v := pv.MetricValue
 		name, labels, ok := EnvoyName(v.Name)
+		if len(pv.extra) > 0 {
+			labels = append(labels[:len(labels):len(labels)], pv.extra...)
+		}
 		if !ok || len(name) >= len(ns) && name[:len(ns)] == ns {
 			continue
 		}

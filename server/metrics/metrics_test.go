@@ -47,7 +47,11 @@ func TestPluginMetricFamilies(t *testing.T) {
 		{Name: "bad=.=\xff;.;utf8_total", Type: abi.MetricCounter, Counter: 1},
 	}
 	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(collectorFunc(func(ch chan<- prometheus.Metric) { collectValues(ch, values) }))
+	pvs := make([]pluginValue, len(values))
+	for i, v := range values {
+		pvs[i] = pluginValue{MetricValue: v}
+	}
+	reg.MustRegister(collectorFunc(func(ch chan<- prometheus.Metric) { collectValues(ch, pvs) }))
 	want := `
 # HELP basic_requests_total Plugin-defined counter (proxy_define_metric), named as Envoy exports Wasm stats.
 # TYPE basic_requests_total counter
