@@ -11,7 +11,9 @@ all: plugins
 # `make plugins` builds every plugins/*/ directory that holds a main package
 # into plugins/bin/NAME.wasm with the stock-Go route (`wasm-callout build`).
 # A plugin is rebuilt only when its sources, the shared plugins module files
-# or the builder (internal/gobuild and its generated glue) change.
+# or the builder (internal/gobuild and its generated glue) change. A plugin
+# that needs build tags lists them in plugins/NAME/tags (comma-separated, one
+# line), e.g. plugins/waf/tags.
 
 PLUGIN_NAMES := $(sort $(notdir $(patsubst %/,%,$(dir $(shell grep -l '^package main$$' plugins/*/*.go 2>/dev/null)))))
 PLUGIN_WASM := $(PLUGIN_NAMES:%=plugins/bin/%.wasm)
@@ -22,8 +24,8 @@ PLUGIN_COMMON := plugins/go.mod plugins/go.sum \
 plugins: $(PLUGIN_WASM)
 
 .SECONDEXPANSION:
-plugins/bin/%.wasm: $$(wildcard plugins/$$*/*.go) $(PLUGIN_COMMON)
-	$(GO) run ./cmd/wasm-callout build ./plugins/$* -o $@
+plugins/bin/%.wasm: $$(wildcard plugins/$$*/*.go plugins/$$*/*/*.go plugins/$$*/*/rules/* plugins/$$*/tags) $(PLUGIN_COMMON)
+	$(GO) run ./cmd/wasm-callout build $(if $(wildcard plugins/$*/tags),-tags $(shell cat plugins/$*/tags)) ./plugins/$* -o $@
 
 clean-plugins:
 	rm -rf plugins/bin
