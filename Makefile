@@ -60,7 +60,7 @@ test: plugins
 # a compilation cache; SWAP=0 skips it); see scripts/bench.sh for the knobs
 # (ROUNDS, DURATION, SWAP_INTERVAL, ...).
 
-.PHONY: bench faults
+.PHONY: bench faults bench-waf test-waf
 
 bench: plugins/bin/basic.wasm plugins/bin/tcp-count.wasm
 	./scripts/bench.sh
@@ -70,3 +70,16 @@ bench: plugins/bin/basic.wasm plugins/bin/tcp-count.wasm
 # traffic errors, fault-answer latency, instance recovery and peak RSS.
 faults:
 	./scripts/faults.sh
+
+# `make bench-waf` runs Coraza with the OWASP CRS (plugins/waf) natively and
+# through wasm-callout on the same rules and requests: CPU per request
+# (deadlines on and off), start-up from the compilation cache, RSS; see
+# scripts/bench-waf.sh for the knobs. `make test-waf` runs the WAF's own
+# tests (plugins/waf/engine natively, bench/waf through the host), which
+# parse the whole CRS and so stay out of go test ./...
+bench-waf:
+	./scripts/bench-waf.sh
+
+test-waf: plugins/bin/waf.wasm
+	cd plugins && $(GO) test -tags $$(cat waf/tags) ./waf/...
+	cd bench/waf && $(GO) test -tags $$(cat ../../plugins/waf/tags) .
