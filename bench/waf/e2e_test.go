@@ -1,7 +1,6 @@
 package waf
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"os"
@@ -10,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/wasm-callout/wasm-callout/host"
+	"github.com/wasm-callout/wasm-callout/internal/testutil"
 )
 
 // The end-to-end tests run plugins/bin/waf.wasm (make plugins/bin/waf.wasm)
@@ -20,12 +20,12 @@ import (
 var (
 	e2eOnce   sync.Once
 	e2ePlugin *host.Plugin
-	e2eLogs   *syncBuffer
+	e2eLogs   *testutil.SyncBuffer
 	e2eErr    error
 )
 
 // e2e loads the plugin once for every end-to-end test.
-func e2e(t *testing.T) (*host.Plugin, *syncBuffer) {
+func e2e(t *testing.T) (*host.Plugin, *testutil.SyncBuffer) {
 	t.Helper()
 	e2eOnce.Do(func() {
 		wasmBytes, err := os.ReadFile(*wasmPath)
@@ -35,7 +35,7 @@ func e2e(t *testing.T) (*host.Plugin, *syncBuffer) {
 		}
 		cfg := hostConfig(t)
 		cfg.Instances = 1
-		e2eLogs = &syncBuffer{}
+		e2eLogs = &testutil.SyncBuffer{}
 		cfg.Logger = slog.New(slog.NewTextHandler(e2eLogs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 		e2ePlugin, e2eErr = host.Load(context.Background(), wasmBytes, cfg)
 	})
@@ -43,23 +43,6 @@ func e2e(t *testing.T) (*host.Plugin, *syncBuffer) {
 		t.Fatalf("loading the plugin (make plugins/bin/waf.wasm): %v", e2eErr)
 	}
 	return e2ePlugin, e2eLogs
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // TestWAF sends real requests, with their responses, through the plugin
@@ -87,7 +70,7 @@ func TestWAF(t *testing.T) {
 			body: "id=1%27%20UNION%20SELECT%20password%20FROM%20users--%20", wantStatus: 403,
 			wantRule: "942100", wantMetric: "waf_requests_blocked.rule_id=949110.phase=http_request_body"},
 		{name: "SQL error leaking in the response", headers: hdrs("GET", "/report"), respType: "text/html",
-			respBody: "<p>You have an error in your SQL syntax; check the manual that corresponds to your MySQL server version</p>",
+			respBody:   "<p>You have an error in your SQL syntax; check the manual that corresponds to your MySQL server version</p>",
 			wantStatus: 403, wantRule: "951230", wantMetric: "waf_requests_blocked.rule_id=959100.phase=http_response_body"},
 		{name: "per-authority set", headers: withAuthority(hdrs("GET", "/admin"), "custom.example"), wantStatus: 401,
 			wantRule: "101", wantMetric: "waf_requests_blocked.rule_id=101.phase=http_request_headers"},
@@ -200,7 +183,7 @@ func TestBadConfig(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			logs := &syncBuffer{}
+			logs := &testutil.SyncBuffer{}
 			cfg := hostConfig(t)
 			cfg.Instances = 1
 			cfg.PluginConfig = []byte(tc.config)

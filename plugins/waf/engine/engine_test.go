@@ -52,15 +52,8 @@ func TestBuildRefusesBadDirectives(t *testing.T) {
 }
 
 func TestFor(t *testing.T) {
-	c, err := ParseConfig([]byte(`{"directives_map":{"d":["SecRuleEngine On"],"s":["SecRuleEngine Off"]},
-		"default_directives":"d","per_authority_directives":{"s.example":"s","[::1]":"s"}}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := Build(c, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := mustBuild(t, `{"directives_map":{"d":["SecRuleEngine On"],"s":["SecRuleEngine Off"]},
+		"default_directives":"d","per_authority_directives":{"s.example":"s","[::1]":"s"}}`)
 	tests := []struct {
 		authority string
 		want      string
@@ -78,6 +71,20 @@ func TestFor(t *testing.T) {
 	}
 }
 
+// mustBuild parses and builds a configuration.
+func mustBuild(t *testing.T, config string) *WAFs {
+	t.Helper()
+	c, err := ParseConfig([]byte(config))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := Build(c, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
 // crsConfig is the configuration the plugin's tests and bench/waf use.
 const crsConfig = `{"directives_map":{"crs":["Include @demo-conf","Include @crs-setup-demo-conf","Include @owasp_crs/*.conf"],
 	"custom":["SecRuleEngine On","SecRule REQUEST_URI \"@streq /admin\" \"id:101,phase:1,deny,status:401\""]},
@@ -86,14 +93,7 @@ const crsConfig = `{"directives_map":{"crs":["Include @demo-conf","Include @crs-
 // TestCRS runs the Core Rule Set natively over the requests the plugin's
 // end-to-end test sends, so a difference there is the host's.
 func TestCRS(t *testing.T) {
-	c, err := ParseConfig([]byte(crsConfig))
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := Build(c, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := mustBuild(t, crsConfig)
 	tests := []struct {
 		name            string
 		authority, path string
@@ -125,8 +125,8 @@ func TestCRS(t *testing.T) {
 				if tc.body != "" {
 					body = []byte(tc.body)
 				}
-				it, err = tx.RequestBody(body)
-				if err != nil {
+				var err error
+				if it, err = tx.RequestBody(body); err != nil {
 					t.Fatal(err)
 				}
 			}
