@@ -11,7 +11,9 @@ all: plugins
 # `make plugins` builds every plugins/*/ directory that holds a main package
 # into plugins/bin/NAME.wasm with the stock-Go route (`wasm-callout build`).
 # A plugin is rebuilt only when its sources, the shared plugins module files
-# or the builder (internal/gobuild and its generated glue) change.
+# or the builder (internal/gobuild and its generated glue) change. A plugin
+# that needs build tags lists them in plugins/NAME/tags (comma-separated, one
+# line), e.g. plugins/waf/tags.
 
 PLUGIN_NAMES := $(sort $(notdir $(patsubst %/,%,$(dir $(shell grep -l '^package main$$' plugins/*/*.go 2>/dev/null)))))
 PLUGIN_WASM := $(PLUGIN_NAMES:%=plugins/bin/%.wasm)
@@ -22,8 +24,8 @@ PLUGIN_COMMON := plugins/go.mod plugins/go.sum \
 plugins: $(PLUGIN_WASM)
 
 .SECONDEXPANSION:
-plugins/bin/%.wasm: $$(wildcard plugins/$$*/*.go) $(PLUGIN_COMMON)
-	$(GO) run ./cmd/wasm-callout build ./plugins/$* -o $@
+plugins/bin/%.wasm: $$(wildcard plugins/$$*/*.go plugins/$$*/*/*.go plugins/$$*/*/rules/* plugins/$$*/tags) $(PLUGIN_COMMON)
+	$(GO) run ./cmd/wasm-callout build $(if $(wildcard plugins/$*/tags),-tags $(shell cat plugins/$*/tags)) ./plugins/$* -o $@
 
 clean-plugins:
 	rm -rf plugins/bin
@@ -58,7 +60,7 @@ test: plugins
 # a compilation cache; SWAP=0 skips it); see scripts/bench.sh for the knobs
 # (ROUNDS, DURATION, SWAP_INTERVAL, ...).
 
-.PHONY: bench faults
+.PHONY: bench faults bench-waf test-waf
 
 bench: plugins/bin/basic.wasm plugins/bin/tcp-count.wasm
 	./scripts/bench.sh
@@ -68,3 +70,16 @@ bench: plugins/bin/basic.wasm plugins/bin/tcp-count.wasm
 # traffic errors, fault-answer latency, instance recovery and peak RSS.
 faults:
 	./scripts/faults.sh
+
+# `make bench-waf` runs Coraza with the OWASP CRS (plugins/waf) natively and
+# through wasm-callout on the same rules and requests: CPU per request
+# (deadlines on and off), start-up from the compilation cache, RSS; see
+# scripts/bench-waf.sh for the knobs. `make test-waf` runs the WAF's own
+# tests (plugins/waf/engine natively, bench/waf through the host), which
+# parse the whole CRS and so stay out of go test ./...
+bench-waf:
+	./scripts/bench-waf.sh
+
+test-waf: plugins/bin/waf.wasm
+	cd plugins && $(GO) test -tags $$(cat waf/tags) ./waf/...
+	cd bench/waf && $(GO) test -tags $$(cat ../../plugins/waf/tags) .

@@ -107,20 +107,26 @@ func Inspect(ctx context.Context, wasm []byte) (*Info, error) {
 // validates it. On a validation error the runtime is returned open with the
 // info so callers can report, and must be closed by them.
 func compile(ctx context.Context, wasm []byte, cfg Config, cache wazero.CompilationCache) (*compiled, error) {
-	rc := wazero.NewRuntimeConfig().
-		WithCloseOnContextDone(cfg.CallTimeout > 0).
-		WithMemoryLimitPages(cfg.MemoryLimitPages).
-		WithCustomSections(true)
-	if cache != nil {
-		rc = rc.WithCompilationCache(cache)
+	// Deadlines are checked by the loop budget instrumentLoops compiles in
+	// (see loopcheck.go), or, for a module it cannot rewrite, by wazero's
+	// exit at every loop header. A module that wazero refuses is compiled
+	// again as given, so its error speaks of the user's bytes.
+	code, closeOnDone, instrumented := wasm, cfg.CallTimeout > 0, false
+	if closeOnDone {
+		if c, err := instrumentLoops(wasm); err == nil {
+			code, closeOnDone, instrumented = c, false, true
+		} else {
+			cfg.Logger.Debug("deadlines use wazero's loop exits", "plugin", cfg.Name, "reason", err)
+		}
 	}
-	r := wazero.NewRuntimeWithConfig(ctx, rc)
 	if cfg.listeners != nil {
 		ctx = experimental.WithFunctionListenerFactory(ctx, cfg.listeners)
 	}
-	mod, err := r.CompileModule(ctx, wasm)
+	r, mod, err := compileModule(ctx, code, closeOnDone, cfg, cache)
+	if err != nil && instrumented {
+		r, mod, err = compileModule(ctx, wasm, true, cfg, cache)
+	}
 	if err != nil {
-		r.Close(ctx)
 		return nil, &LoadError{Problems: []string{"invalid wasm: " + err.Error()}}
 	}
 	if err := instantiateHostModules(ctx, r, mod); err != nil {
@@ -129,6 +135,25 @@ func compile(ctx context.Context, wasm []byte, cfg Config, cache wazero.Compilat
 	}
 	info, err := inspect(r, mod)
 	return &compiled{runtime: r, module: mod, info: info}, err
+}
+
+// compileModule compiles wasm in a new runtime; on error the runtime is
+// closed.
+func compileModule(ctx context.Context, wasm []byte, closeOnDone bool, cfg Config, cache wazero.CompilationCache) (wazero.Runtime, wazero.CompiledModule, error) {
+	rc := wazero.NewRuntimeConfig().
+		WithCloseOnContextDone(closeOnDone).
+		WithMemoryLimitPages(cfg.MemoryLimitPages).
+		WithCustomSections(true)
+	if cache != nil {
+		rc = rc.WithCompilationCache(cache)
+	}
+	r := wazero.NewRuntimeWithConfig(ctx, rc)
+	mod, err := r.CompileModule(ctx, wasm)
+	if err != nil {
+		r.Close(ctx)
+		return nil, nil, err
+	}
+	return r, mod, nil
 }
 
 // instantiateHostModules adds env, wasi_snapshot_preview1 and wasi_unstable
@@ -151,6 +176,17 @@ func instantiateHostModules(ctx context.Context, r wazero.Runtime, guest wazero.
 	if _, err := env.Instantiate(ctx); err != nil {
 		return err
 	}
+	for _, f := range guest.ImportedFunctions() {
+		if m, n, _ := f.Import(); m == loopCheckModule && n == loopCheckName {
+			_, err := r.NewHostModuleBuilder(loopCheckModule).NewFunctionBuilder().
+				WithGoFunction(api.GoFunc(loopCheck), nil, []api.ValueType{api.ValueTypeI32}).
+				Export(loopCheckName).Instantiate(ctx)
+			if err != nil {
+				return err
+			}
+			break
+		}
+	}
 	if _, err := wasi_snapshot_preview1.Instantiate(ctx, r); err != nil {
 		return err
 	}
@@ -169,6 +205,9 @@ func inspect(r wazero.Runtime, mod wazero.CompiledModule) (*Info, error) {
 	// Imports.
 	for _, f := range mod.ImportedFunctions() {
 		m, n, _ := f.Import()
+		if m == loopCheckModule {
+			continue // the host's own, added by instrumentLoops
+		}
 		imp := Import{Module: m, Name: n, Signature: signature(f.ParamTypes(), f.ResultTypes()), Status: ImportUnknown}
 		if hm := r.Module(m); hm != nil {
 			if def, ok := hm.ExportedFunctionDefinitions()[n]; ok && signature(def.ParamTypes(), def.ResultTypes()) == imp.Signature {
@@ -287,6 +326,9 @@ func guessToolchain(mod wazero.CompiledModule, exports map[string]api.FunctionDe
 	imports := map[string]bool{}
 	for _, f := range mod.ImportedFunctions() {
 		m, n, _ := f.Import()
+		if m == loopCheckModule {
+			continue // the host's own, added by instrumentLoops
+		}
 		imports[m] = true
 		imports[m+"."+n] = true
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -67,20 +68,38 @@ func Load(ctx context.Context, wasm []byte, cfg Config) (*Plugin, error) {
 	for _, w := range c.info.Warnings {
 		cfg.Logger.Warn("plugin: "+w, "plugin", cfg.Name)
 	}
+	releaseGarbage(len(wasm))
 	p.pool = newPool(p)
 	if err := p.pool.start(ctx); err != nil {
 		p.runtime.Close(ctx)
 		return nil, err
 	}
 	p.loadTimes.Start = time.Since(started)
+	releaseGarbage(len(wasm))
 	return p, nil
+}
+
+// largeModule is the module size from which Load hands the garbage of
+// compiling and starting back to the OS at once.
+const largeModule = 4 << 20
+
+// releaseGarbage returns freed heap to the OS after a large module's
+// compilation and again after its instances start. Reading a compiled
+// module from the cache alone leaves a buffer as large as its machine code
+// (110 MiB for Coraza with the CRS) that Go's background scavenger would
+// hand back only over minutes; the RSS a deployment sizes its memory limit
+// by would include it. RATIONALE.md has the measurements.
+func releaseGarbage(wasmSize int) {
+	if wasmSize >= largeModule {
+		debug.FreeOSMemory()
+	}
 }
 
 // cacheSchema names what, besides the module and wazero's version (which
 // wazero keys itself), decides the code wazero compiles. Change it when the
 // host starts compiling differently (runtime options, features), so that
 // no cache written by an older host is read.
-const cacheSchema = "wasm-callout compile v1"
+const cacheSchema = "wasm-callout compile v2"
 
 // cacheSubdir is the directory under Config.CompilationCacheDir for code
 // compiled with cfg's compile-relevant options. wazero adds its own
@@ -186,14 +205,32 @@ func newPool(p *Plugin) *pool {
 	}
 }
 
+// start starts every instance at once: a large plugin spends its start
+// in proxy_on_vm_start and proxy_on_configure (Coraza parses its whole rule
+// set there), and instances share nothing while they start, so the pool is
+// ready when the slowest is rather than after the sum. The first error (by
+// slot) is returned, with every instance closed.
 func (pl *pool) start(ctx context.Context) error {
+	errs := make([]error, len(pl.slots))
+	var wg sync.WaitGroup
 	for i := range pl.slots {
-		in, err := newInstance(ctx, pl.p, i)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			in, err := newInstance(ctx, pl.p, i)
+			if err != nil {
+				errs[i] = fmt.Errorf("start instance %d: %w", i, err)
+				return
+			}
+			pl.slots[i].Store(in)
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
 		if err != nil {
 			pl.close(0, 0)
-			return fmt.Errorf("start instance %d: %w", i, err)
+			return err
 		}
-		pl.slots[i].Store(in)
 	}
 	if pl.p.cfg.CallTimeout > 0 {
 		pl.wg.Add(1)

@@ -34,6 +34,7 @@ type serveConfig struct {
 	memoryLimitPages               uint
 	callTimeout, shedQueueDelay    time.Duration
 	compilationCache               string
+	pluginEnv                      map[string]string
 
 	addr, tlsAddr, healthAddr string
 	admin                     adminFlags
@@ -88,6 +89,18 @@ func serveFlags(stdout io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.DurationVar(&c.callTimeout, "call-timeout", host.DefaultCallTimeout, "longest a single plugin callback may run before its instance is failed; "+
 		"0 turns deadlines off for trusted plugins: faster, but a plugin that loops forever then hangs the whole process at its next "+
 		"garbage collection (Go cannot preempt compiled guest code), and only /healthz failing gets it restarted")
+	fs.Func("plugin-env", "NAME=VALUE in the plugin's WASI environment (Envoy's vm_config.environment_variables), e.g. GOGC=400 or "+
+		"GOMEMLIMIT=160MiB for a plugin built with Go; repeatable; the host's own environment is never passed", func(v string) error {
+		k, val, ok := strings.Cut(v, "=")
+		if !ok || k == "" || strings.ContainsRune(v, 0) {
+			return fmt.Errorf("want NAME=VALUE, got %q", v)
+		}
+		if c.pluginEnv == nil {
+			c.pluginEnv = map[string]string{}
+		}
+		c.pluginEnv[k] = val
+		return nil
+	})
 	fs.Func("upstream", "cluster a plugin may call (proxy_http_call, proxy_grpc_call): NAME=URL[,ca=FILE][,connect-timeout=DURATION] "+
 		"with an http, https or h2c (cleartext gRPC) URL; repeatable", func(v string) error {
 		u, err := host.ParseUpstream(v)
@@ -525,6 +538,7 @@ func (c *serveConfig) hostConfig() (host.Config, error) {
 		hc.CallTimeout = -1 // host: negative turns deadlines off
 	}
 	hc.CompilationCacheDir = c.compilationCache
+	hc.Env = c.pluginEnv
 	hc.FailStatus = uint32(c.failureStatus)
 	if hc.Local, err = c.localInfo(); err != nil {
 		return hc, err
