@@ -127,10 +127,10 @@ func (r *Report) WriteJSON(w io.Writer) error {
 			p.Failure = rec.Failure.Error()
 		}
 		for _, l := range rec.Logs {
-			p.Logs = append(p.Logs, logJSON{Level: levelName(l.Level), Message: l.Message})
+			p.Logs = append(p.Logs, logJSON{Level: l.Level.String(), Message: l.Message})
 		}
 		for _, m := range rec.Metrics {
-			p.Metrics = append(p.Metrics, metricJSON{Name: m.Name, Type: metricType(m.Type), Delta: m.Delta})
+			p.Metrics = append(p.Metrics, metricJSON{Name: m.Name, Type: m.Type.String(), Delta: m.Delta})
 		}
 		for _, c := range rec.Calls {
 			p.Calls = append(p.Calls, callString(c))
@@ -206,10 +206,10 @@ func (r *Report) WriteText(w io.Writer, verbose bool) {
 			fmt.Fprintf(w, "   PLUGIN FAILED: %v\n", rec.Failure)
 		}
 		for _, l := range rec.Logs {
-			fmt.Fprintf(w, "   log %-5s %s\n", levelName(l.Level), l.Message)
+			fmt.Fprintf(w, "   log %-5s %s\n", l.Level.String(), l.Message)
 		}
 		for _, m := range rec.Metrics {
-			fmt.Fprintf(w, "   metric %s %s %+g\n", metricType(m.Type), m.Name, m.Delta)
+			fmt.Fprintf(w, "   metric %s %s %+g\n", m.Type.String(), m.Name, m.Delta)
 		}
 		if verbose {
 			for _, c := range rec.Calls {
@@ -248,32 +248,6 @@ func short(b []byte) string {
 		return strconv.Quote(string(b[:max])) + fmt.Sprintf("…(%d bytes)", len(b))
 	}
 	return strconv.Quote(string(b))
-}
-
-func levelName(l abi.LogLevel) string {
-	switch l {
-	case abi.LogTrace:
-		return "trace"
-	case abi.LogDebug:
-		return "debug"
-	case abi.LogInfo:
-		return "info"
-	case abi.LogWarn:
-		return "warn"
-	case abi.LogError:
-		return "error"
-	}
-	return "critical"
-}
-
-func metricType(t abi.MetricType) string {
-	switch t {
-	case abi.MetricCounter:
-		return "counter"
-	case abi.MetricGauge:
-		return "gauge"
-	}
-	return "histogram"
 }
 
 func callString(c host.TraceCall) string {

@@ -350,7 +350,7 @@ func collectValues(ch chan<- prometheus.Metric, values []pluginValue) {
 	}
 	for _, name := range order {
 		f := fams[name]
-		desc := prometheus.NewDesc(name, "Plugin-defined "+typeName(f.typ)+" (proxy_define_metric), named as Envoy exports Wasm stats.", f.labels, nil)
+		desc := prometheus.NewDesc(name, "Plugin-defined "+f.typ.String()+" (proxy_define_metric), named as Envoy exports Wasm stats.", f.labels, nil)
 		seen := map[string]bool{}
 		for _, s := range f.series {
 			values := make([]string, len(f.labels))
@@ -381,16 +381,6 @@ func collectValues(ch chan<- prometheus.Metric, values []pluginValue) {
 			}
 		}
 	}
-}
-
-func typeName(t abi.MetricType) string {
-	switch t {
-	case abi.MetricCounter:
-		return "counter"
-	case abi.MetricGauge:
-		return "gauge"
-	}
-	return "histogram"
 }
 
 func addSorted(list []string, s string) []string {
