@@ -3,7 +3,6 @@ package server
 import (
 	"log/slog"
 	"math"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -36,6 +35,10 @@ const (
 // gRPC health service knows it.
 const ServiceName = "envoy.service.ext_proc.v3.ExternalProcessor"
 
+// StreamWorkers is how many goroutines each gRPC server keeps to run
+// streams on (grpc.NumStreamWorkers).
+const StreamWorkers = 256
+
 // GRPCServerOptions returns the grpc.ServerOptions an ext_proc server
 // needs: message size limits that fit buffered bodies, l's concurrent-stream
 // limit per connection (Limits.MaxStreamsPerConnection; the zero Limits
@@ -52,9 +55,12 @@ func GRPCServerOptions(l Limits) []grpc.ServerOption {
 		grpc.MaxConcurrentStreams(perConn),
 		// Reuse handler goroutines: a fresh goroutine per stream grows its
 		// stack again on the way into wazero, which cost a tenth of the
-		// server's CPU in BenchmarkProcess profiles. grpc-go falls back to
-		// a new goroutine when every worker is busy (a paused stream).
-		grpc.NumStreamWorkers(uint32(4 * runtime.GOMAXPROCS(0))),
+		// server's CPU in BenchmarkProcess profiles. A stream holds its
+		// worker for its whole life (a request's round trips, not one
+		// message), so the pool is sized by streams in flight, not by
+		// cores; grpc-go falls back to a new goroutine when every worker
+		// is busy. See RATIONALE.md ("Stream workers").
+		grpc.NumStreamWorkers(StreamWorkers),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
 			MinTime:             KeepaliveMinTime,
 			PermitWithoutStream: true,
