@@ -157,6 +157,11 @@ func (r *reloader) recordConfig(cs *configSource, srv *server.Server, trigger st
 		}
 		r.cfg.gens[ps.Name] = max(gens[ps.Name], 1)
 	}
+	// The plugins' bytes are compiled; keeping them would hold a copy of
+	// every module for as long as it serves (see input.data).
+	for _, ps := range cs.Plugins {
+		ps.Plugin.data = nil
+	}
 	r.cfg.src, r.cfg.trigger = cs, trigger
 }
 

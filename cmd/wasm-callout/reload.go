@@ -46,6 +46,9 @@ type input struct {
 	// Bytes is the content's length.
 	Bytes int `json:"bytes"`
 
+	// data is the content, kept only until it is loaded: a plugin's
+	// module can be tens of MiB (Coraza with the CRS is 31 MiB), and the
+	// records of what serves need only its digest.
 	data []byte
 }
 
@@ -200,6 +203,8 @@ func (r *reloader) record(gen uint64, trigger string, src *source, p *host.Plugi
 	info := p.Info()
 	l := &loaded{Generation: gen, LoadedAt: time.Now(), Trigger: trigger, LoadMS: float64(took.Microseconds()) / 1000,
 		ABI: string(info.ABI), Toolchain: info.Toolchain, source: *src}
+	// The plugin's bytes are compiled; the record keeps their digest.
+	l.source.Plugin.data = nil
 	if l.ABI == "" {
 		l.ABI = "unknown"
 	}
