@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -258,6 +259,11 @@ func TestChainSelection(t *testing.T) {
 		}
 		golden(t, res)
 	})
+	// Every stream above was counted under the chain it took.
+	want := ChainStats{Streams: map[string]int64{"only-a": 2, "ca": 2}, Unknown: 1}
+	if got := h.srv.ChainStats(); !reflect.DeepEqual(got, want) {
+		t.Errorf("ChainStats() = %+v, want %+v", got, want)
+	}
 }
 
 // chainMetadata is forwarded dynamic metadata naming a chain.

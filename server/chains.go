@@ -12,6 +12,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync/atomic"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc/codes"
@@ -58,6 +59,9 @@ type chainDef struct {
 	// log labels the chain's streams; it is the server's own logger for
 	// the implicit chain of a single plugin.
 	log *slog.Logger
+	// started counts the streams that took the chain (Server.ChainStats);
+	// it outlives the table, by name.
+	started *atomic.Int64
 }
 
 // pluginTable is what new streams start from: the plugins by name and the
@@ -230,6 +234,7 @@ func (s *Server) Apply(u Update) error {
 			s.swapLocked(t.byName[p.Config().Name], p)
 		}
 	}
+	s.countChains(t)
 	s.table.Store(t)
 	for _, gs := range old.order {
 		if removed[gs.name] {
@@ -314,6 +319,7 @@ func (s *Server) acquireChain(name string, buf []*lease) (*chainDef, []*lease, e
 	for {
 		cd, err := s.table.Load().lookupChain(name)
 		if err != nil {
+			s.unknownChain.Add(1)
 			return nil, nil, err
 		}
 		leases := buf[:0]
@@ -327,10 +333,48 @@ func (s *Server) acquireChain(name string, buf []*lease) (*chainDef, []*lease, e
 			leases = append(leases, l)
 		}
 		if ok {
+			cd.started.Add(1)
 			return cd, leases, nil
 		}
 		for _, l := range leases {
 			l.release()
 		}
 	}
+}
+
+// countChains gives every chain of t its stream counter, the one its name
+// had in earlier tables, before t serves.
+func (s *Server) countChains(t *pluginTable) {
+	s.chainCountsMu.Lock()
+	defer s.chainCountsMu.Unlock()
+	if s.chainCounts == nil {
+		s.chainCounts = map[string]*atomic.Int64{}
+	}
+	for name, cd := range t.chains {
+		c := s.chainCounts[name]
+		if c == nil {
+			c = new(atomic.Int64)
+			s.chainCounts[name] = c
+		}
+		cd.started = c
+	}
+}
+
+// ChainStats are the streams each chain has taken since the server
+// started, by chain name (chains removed since included), and the streams
+// that named no chain there was.
+type ChainStats struct {
+	Streams map[string]int64
+	Unknown int64
+}
+
+// ChainStats reports the streams per chain.
+func (s *Server) ChainStats() ChainStats {
+	s.chainCountsMu.Lock()
+	defer s.chainCountsMu.Unlock()
+	st := ChainStats{Streams: make(map[string]int64, len(s.chainCounts)), Unknown: s.unknownChain.Load()}
+	for name, c := range s.chainCounts {
+		st.Streams[name] = c.Load()
+	}
+	return st
 }

@@ -220,6 +220,12 @@ type Server struct {
 	table  atomic.Pointer[pluginTable]
 	gens   genState
 	expiry expiry
+	// chainCounts counts streams per chain name across tables (Apply
+	// builds new chainDefs; the counts go on). unknownChain counts streams
+	// that named no chain of the table.
+	chainCountsMu sync.Mutex
+	chainCounts   map[string]*atomic.Int64
+	unknownChain  atomic.Int64
 
 	draining atomic.Bool
 	stats    counters
@@ -263,6 +269,7 @@ func New(opts Options) (*Server, error) {
 		health: health.NewServer(),
 		stop:   make(chan struct{}),
 	}
+	s.countChains(table)
 	s.table.Store(table)
 	s.updateHealth()
 	s.wg.Add(1)

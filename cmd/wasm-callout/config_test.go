@@ -149,6 +149,11 @@ func TestConfigFile(t *testing.T) {
 			t.Errorf("wasm_callout_plugin_instances_healthy{plugin=%q} = %v (present %v)", name, v, ok)
 		}
 	}
+	for _, chain := range []string{"default", "second-only"} {
+		if v, ok := sample(fams, "wasm_callout_chain_streams_total", "chain", chain); !ok || v == 0 {
+			t.Errorf("wasm_callout_chain_streams_total{chain=%q} = %v (present %v), want streams counted", chain, v, ok)
+		}
+	}
 	if v, _ := sample(fams, "wasm_callout_plugin_generation", "plugin", "tag2"); v != 2 {
 		t.Errorf("wasm_callout_plugin_generation{plugin=tag2} = %v, want 2", v)
 	}

@@ -76,6 +76,8 @@ type collector struct {
 	compileSeconds, loadSeconds, liveStreams      *prometheus.Desc
 
 	calls, callDuration, callsInFlight, unknownCluster *prometheus.Desc
+
+	chainStreams, chainUnknown *prometheus.Desc
 }
 
 func newCollector(o Options) *collector {
@@ -119,6 +121,8 @@ func newCollector(o Options) *collector {
 		calls:          d("outbound_calls_total", "Outbound calls finished (proxy_http_call, proxy_grpc_call, proxy_grpc_stream), by cluster, kind and outcome (ok, error, timeout, cancelled).", "cluster", "kind", "outcome"),
 		callDuration:   d("outbound_call_duration_seconds", "Time from an outbound call's start to its end, by cluster and kind.", "cluster", "kind"),
 		callsInFlight:  d("outbound_calls_in_flight", "Outbound calls of the current generation in flight.", "plugin"),
+		chainStreams:   d("chain_streams_total", "Streams (HTTP and TCP) that ran through each plugin chain (see --config), by chain name.", "chain"),
+		chainUnknown:   d("chain_unknown_total", "Streams refused with NOT_FOUND because they named no chain the server has."),
 		unknownCluster: d("outbound_calls_unknown_cluster_total", "Outbound calls refused because no --upstream has the cluster name."),
 	}
 	c.descs = descs
@@ -145,6 +149,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	c.collectServer(ch, srv)
 	c.collectPlugin(ch, srv)
+	cs := srv.ChainStats()
+	for name, n := range cs.Streams {
+		counter(ch, c.chainStreams, n, name)
+	}
+	counter(ch, c.chainUnknown, cs.Unknown)
 }
 
 func counter(ch chan<- prometheus.Metric, d *prometheus.Desc, v int64, labels ...string) {
