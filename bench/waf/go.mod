@@ -1,6 +1,6 @@
 module github.com/wasm-callout/wasm-callout/bench/waf
 
-go 1.26.0
+go 1.26.7
 
 require (
 	github.com/wasm-callout/wasm-callout v0.0.0
