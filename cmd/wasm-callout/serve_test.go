@@ -318,8 +318,8 @@ type atomicServer struct{ p atomic.Pointer[server.Server] }
 // throughout. The call timeout is longer than the shutdown timeout, so
 // only shutdown itself can stop the loop.
 func TestShutdownWhileLooping(t *testing.T) {
-	addrs, stop := started(t, []string{"grpc", "health"}, "serve", "--plugin", "../../host/testdata/faults.wasm",
-		"--addr", "127.0.0.1:0", "--tls-addr", "", "--health-addr", "127.0.0.1:0", "--admin-addr", "", "--log-level", "error",
+	addrs, stop := started(t, []string{"grpc", "health", "admin"}, "serve", "--plugin", "../../host/testdata/faults.wasm",
+		"--addr", "127.0.0.1:0", "--tls-addr", "", "--health-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--log-level", "error",
 		"--instances", "2", "--call-timeout", "30s", "--shutdown-timeout", "2s")
 	conn, err := envoytest.Dial(addrs["grpc"])
 	if err != nil {
@@ -333,12 +333,18 @@ func TestShutdownWhileLooping(t *testing.T) {
 		_, err := envoytest.Do(ctx, conn, envoytest.Config{}, &envoytest.Request{Headers: envoytest.H(":method", "GET", ":path", "/", "x-fault", "loop")})
 		looping <- err
 	}()
-	// Health answers at once while the call loops, and the other instance
-	// serves.
+	// Health and admin answer at once while the call loops, and the other
+	// instance serves.
 	time.Sleep(100 * time.Millisecond)
-	for _, path := range []string{"/healthz", "/readyz"} {
+	for _, url := range []string{
+		"http://" + addrs["health"] + "/healthz", "http://" + addrs["health"] + "/readyz",
+		// The admin endpoints read counters and atomics only: a scrape
+		// never waits for the looping call either.
+		"http://" + addrs["admin"] + "/metrics", "http://" + addrs["admin"] + "/plugin",
+	} {
+		path := url
 		t0 := time.Now()
-		if got := httpStatus(t, "http://"+addrs["health"]+path); got != 200 {
+		if got := httpStatus(t, url); got != 200 {
 			t.Errorf("%s during a loop: %d", path, got)
 		}
 		if d := time.Since(t0); d > time.Second {
