@@ -345,10 +345,11 @@ func (pl *pool) replace(old *instance) {
 	}
 }
 
-// watchdog cancels any call that has run longer than CallTimeout. The
-// runtime was built WithCloseOnContextDone, so cancelling the instance's
-// context stops the guest wherever it is. It reads only atomics, so it
-// always fires, whatever else waits.
+// watchdog cancels any call that has run longer than CallTimeout.
+// Cancelling the instance's context stops the guest at its next loop check
+// (loopcheck.go) or, for a module the host could not instrument, at
+// wazero's own check (WithCloseOnContextDone). It reads only atomics, so
+// it always fires, whatever else waits.
 func (pl *pool) watchdog() {
 	defer pl.wg.Done()
 	timeout := pl.p.cfg.CallTimeout
