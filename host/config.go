@@ -85,6 +85,16 @@ type Config struct {
 	// faster (RATIONALE.md has the figures), but a plugin that loops forever
 	// hangs its instance for good.
 	CallTimeout time.Duration
+	// LoopBudget compiles deadlines as an inline loop budget
+	// (loopcheck.go) instead of wazero's exit to Go at every loop header.
+	// It is experimental and off by default: it makes a stream through a
+	// stock-Go plugin several times cheaper, but the server's race tests
+	// crashed with it (a guest reading memory that was no longer mapped,
+	// two runs in four of go test -race ./server -run TestChain; none in
+	// three without it), and the cause is not yet found. RATIONALE.md
+	// ("Deadlines as an inline loop budget") has the figures and the
+	// reproduction.
+	LoopBudget bool
 	// ShedQueueDelay sheds load: a new stream is refused with
 	// ErrOverloaded when every healthy instance is busy and streams have
 	// lately waited longer than this for each. Streams already open are

@@ -46,18 +46,27 @@ func TestFaultContainment(t *testing.T) {
 		{"oom", "plugin:testbed", "", 0, CauseMemory},
 	}
 	for _, tc := range tests {
-		t.Run(tc.plugin+"/"+tc.fault, func(t *testing.T) {
-			for _, policy := range []FailurePolicy{FailClosed, FailOpen} {
-				p := loadFile(t, tc.plugin, Config{Instances: 2, CallTimeout: tc.timeout, FailurePolicy: policy, MemoryLimitPages: 512})
-				checkContained(t, p, tc.fault, tc.cause, policy)
-				ts := p.Telemetry().Snapshot()
-				var want [NumFailureCauses]int64
-				want[tc.kind] = 1
-				if ts.Failures != want || ts.Replaced != 1 {
-					t.Errorf("telemetry: failures %v, replaced %d; want %v (one %s), 1", ts.Failures, ts.Replaced, want, tc.kind)
+		for _, budget := range []bool{false, true} {
+			name := tc.plugin + "/" + tc.fault
+			if budget {
+				if tc.fault != "loop" {
+					continue
 				}
+				name += "/loop-budget" // Config.LoopBudget stops the loop too
 			}
-		})
+			t.Run(name, func(t *testing.T) {
+				for _, policy := range []FailurePolicy{FailClosed, FailOpen} {
+					p := loadFile(t, tc.plugin, Config{Instances: 2, CallTimeout: tc.timeout, FailurePolicy: policy, MemoryLimitPages: 512, LoopBudget: budget})
+					checkContained(t, p, tc.fault, tc.cause, policy)
+					ts := p.Telemetry().Snapshot()
+					var want [NumFailureCauses]int64
+					want[tc.kind] = 1
+					if ts.Failures != want || ts.Replaced != 1 {
+						t.Errorf("telemetry: failures %v, replaced %d; want %v (one %s), 1", ts.Failures, ts.Replaced, want, tc.kind)
+					}
+				}
+			})
+		}
 	}
 }
 

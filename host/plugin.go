@@ -108,6 +108,9 @@ const cacheSchema = "wasm-callout compile v2"
 func cacheSubdir(cfg Config) string {
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\ndeadlines=%v\nmemory-limit-pages=%d\n", cacheSchema, cfg.CallTimeout > 0, cfg.MemoryLimitPages)
+	if cfg.LoopBudget && cfg.CallTimeout > 0 {
+		fmt.Fprintf(h, "loop-budget=true\n")
+	}
 	if cfg.listeners != nil {
 		// Code compiled with function listeners calls them; keep it apart.
 		fmt.Fprintf(h, "listeners=true\n")
