@@ -311,6 +311,15 @@ func (in *instance) call(fn api.Function, params ...uint64) (uint64, error) {
 	}
 	if err != nil {
 		in.fail(err)
+		if !outer {
+			// A nested call (an allocation from a host function) failed:
+			// unwind the outer call now, as proc_exit does, instead of
+			// returning into guest code whose module may be closed
+			// already (a Go plugin's panic ends in proc_exit, which
+			// closes the module and unmaps its memory). wazero recovers
+			// the panic at the outer call and returns it as its error.
+			panic(in.failed)
+		}
 		return 0, in.failed
 	}
 	if shape.results == 0 {
