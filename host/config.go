@@ -80,21 +80,11 @@ type Config struct {
 	MemoryLimitPages uint32
 	// CallTimeout bounds every call into the plugin; a call that runs
 	// longer poisons its instance. Zero means DefaultCallTimeout. A
-	// negative value turns deadlines off for trusted plugins: wazero then
-	// compiles no termination checks, which makes guest code several times
-	// faster (RATIONALE.md has the figures), but a plugin that loops forever
-	// hangs its instance for good.
+	// negative value turns deadlines off for trusted plugins: the host then
+	// compiles in no loop budget (loopcheck.go), which saves little (about
+	// 10 % of a loop-heavy plugin's CPU; RATIONALE.md has the figures), and
+	// a plugin that loops forever hangs its instance for good.
 	CallTimeout time.Duration
-	// LoopBudget compiles deadlines as an inline loop budget
-	// (loopcheck.go) instead of wazero's exit to Go at every loop header.
-	// It is experimental and off by default: it makes a stream through a
-	// stock-Go plugin several times cheaper, but the server's race tests
-	// crashed with it (a guest reading memory that was no longer mapped,
-	// two runs in four of go test -race ./server -run TestChain; none in
-	// three without it), and the cause is not yet found. RATIONALE.md
-	// ("Deadlines as an inline loop budget") has the figures and the
-	// reproduction.
-	LoopBudget bool
 	// ShedQueueDelay sheds load: a new stream is refused with
 	// ErrOverloaded when every healthy instance is busy and streams have
 	// lately waited longer than this for each. Streams already open are
@@ -146,6 +136,10 @@ type Config struct {
 	// listeners, set only by this package's tests, traces host calls and
 	// callbacks through wazero's function listeners.
 	listeners experimental.FunctionListenerFactory
+	// wazeroLoopChecks, set only by this package's tests, compiles
+	// deadlines as wazero's exit at every loop header, the fallback for a
+	// module instrumentLoops cannot rewrite.
+	wazeroLoopChecks bool
 }
 
 // MinDefaultInstances is the fewest instances a pool gets by default: a

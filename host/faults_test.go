@@ -3,6 +3,7 @@ package host
 import (
 	"context"
 	"errors"
+	"fmt"
 	"runtime"
 	"strings"
 	"sync"
@@ -41,22 +42,29 @@ func TestFaultContainment(t *testing.T) {
 		{"loop", "faults", ErrCallTimeout.Error(), 200 * time.Millisecond, CauseDeadline},
 		{"oom", "faults", "unreachable", 0, CauseMemory},
 		{"exit", "faults", "exit_code(3)", 0, CauseExit},
+		// proc_exit inside an allocation the host makes for a callback
+		// ends the callback too; with and without deadlines, since only
+		// without them does the guest never check its module is closed.
+		{"alloc-exit", "faults", "exit_code(4)", 0, CauseExit},
+		{"alloc-exit", "faults", "exit_code(4)", 200 * time.Millisecond, CauseExit},
 		{"trap", "plugin:testbed", "runtime.gopanic", 0, CauseTrap},
 		{"loop", "plugin:testbed", ErrCallTimeout.Error(), 300 * time.Millisecond, CauseDeadline},
 		{"oom", "plugin:testbed", "", 0, CauseMemory},
 	}
 	for _, tc := range tests {
-		for _, budget := range []bool{false, true} {
-			name := tc.plugin + "/" + tc.fault
-			if budget {
-				if tc.fault != "loop" {
-					continue
-				}
-				name += "/loop-budget" // Config.LoopBudget stops the loop too
+		// With deadlines, also through wazero's own loop checks, which a
+		// module the host cannot rewrite keeps.
+		for _, wazeroChecks := range []bool{false, true} {
+			if wazeroChecks && tc.timeout == 0 {
+				continue
+			}
+			name := fmt.Sprintf("%s/%s/timeout=%v", tc.plugin, tc.fault, tc.timeout)
+			if wazeroChecks {
+				name += "/wazero-checks"
 			}
 			t.Run(name, func(t *testing.T) {
 				for _, policy := range []FailurePolicy{FailClosed, FailOpen} {
-					p := loadFile(t, tc.plugin, Config{Instances: 2, CallTimeout: tc.timeout, FailurePolicy: policy, MemoryLimitPages: 512, LoopBudget: budget})
+					p := loadFile(t, tc.plugin, Config{Instances: 2, CallTimeout: tc.timeout, FailurePolicy: policy, MemoryLimitPages: 512, wazeroLoopChecks: wazeroChecks})
 					checkContained(t, p, tc.fault, tc.cause, policy)
 					ts := p.Telemetry().Snapshot()
 					var want [NumFailureCauses]int64
@@ -71,6 +79,9 @@ func TestFaultContainment(t *testing.T) {
 }
 
 func faultHeaders(fault string) []abi.Pair {
+	if fault == "alloc-exit" {
+		fault = "a"
+	}
 	return kv(":path", "/", ":method", "GET", "x-fault", fault, "x-testbed", fault)
 }
 
@@ -421,5 +432,57 @@ func TestLinearMemoryMapped(t *testing.T) {
 	p.Close(context.Background())
 	if got := MappedMemory() - base; got != 0 {
 		t.Errorf("%d bytes still mapped after Close", got)
+	}
+}
+
+// Nothing enters an instance once it is stopped. A timer tick or posted
+// task may be waiting for the instance's lock while the instance shuts
+// down; when it gets the lock it must find the instance failed, because
+// with the loop budget compiled code never checks whether its module is
+// closed, and a closed module's memory is unmapped.
+func TestNoCallAfterStop(t *testing.T) {
+	for _, timeout := range []time.Duration{0, time.Second} {
+		t.Run(fmt.Sprintf("timeout=%v", timeout), func(t *testing.T) {
+			p := loadFile(t, "faults", Config{Instances: 1, CallTimeout: timeout})
+			in := p.pool.slots[0].Load()
+			in.mu.Lock()
+			in.stop()
+			in.mu.Unlock()
+			calls := p.pool.guestCalls.Load()
+			ran := false
+			// What the executor does with a tick that was waiting.
+			in.withLock(func() { ran = true })
+			in.mu.Lock()
+			_, err := in.callCtx(in.fns.onConfigure, in.rootID, 0)
+			in.mu.Unlock()
+			if ran || !errors.Is(err, errClosed) || p.pool.guestCalls.Load() != calls {
+				t.Errorf("after stop: task ran %v, call error %v, guest calls %d → %d; want no task, errClosed, no call",
+					ran, err, calls, p.pool.guestCalls.Load())
+			}
+		})
+	}
+}
+
+// Closing a plugin whose instances tick every millisecond: a tick that
+// waited for an instance's lock while it shut down must not run in the
+// closed module. Before stop poisoned the instance this crashed the
+// process in every run ("unexpected fault address": the guest reading its
+// unmapped memory), since with the loop budget compiled code does not
+// check whether its module is closed.
+func TestCloseWhileTicking(t *testing.T) {
+	wasm := mustRead(t, pluginPath(t, "testbed"))
+	dir := t.TempDir()
+	for range 10 {
+		p, err := Load(context.Background(), wasm, Config{
+			Instances: 4, CallTimeout: time.Second, CompilationCacheDir: dir,
+			Logger: quietLogger(), Shared: NewSharedState(), PluginConfig: []byte("tick_ms: 1"),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond) // let the ticks run
+		if err := p.Close(context.Background()); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -103,7 +103,7 @@ type instance struct {
 	callResp                  *callResponse // readable during a call's callback
 	status                    callStatus    // proxy_get_status
 	stack                     [8]uint64
-	allocStack                [1]uint64
+	nestedStack               [2]uint64
 	shapes                    map[api.Function]callShape // by export, filled by call
 	scratch                   []byte                     // reused by host functions
 	stdout, stderr            *logWriter
@@ -260,11 +260,23 @@ func (in *instance) callCtx(fn api.Function, id uint32, params ...uint64) (uint6
 	return res, err
 }
 
-// call invokes fn with params on the instance stack and returns its first
-// result. Caller holds mu. A failed call poisons the instance: the error is
-// kept and returned by every later call.
+// call invokes fn with params and returns its first result. Caller holds
+// mu. A failed call poisons the instance: the error is kept and returned
+// by every later call, and stop poisons it with errClosed, so nothing
+// enters a closed module (with the loop budget, compiled code does not
+// check whether its module is closed, and a closed module's memory is
+// unmapped).
+//
+// A nested call (an allocation from inside a host function) that fails
+// does not return: it unwinds the outer call at once, as proc_exit does.
+// Returning into the outer guest code would run it on an instance that is
+// lost, whose module proc_exit may already have closed.
 func (in *instance) call(fn api.Function, params ...uint64) (uint64, error) {
+	outer := in.depth == 0
 	if in.failed != nil {
+		if !outer {
+			panic(in.failed)
+		}
 		return 0, in.failed
 	}
 	shape, ok := in.shapes[fn]
@@ -278,15 +290,20 @@ func (in *instance) call(fn api.Function, params ...uint64) (uint64, error) {
 		}
 		in.shapes[fn] = shape
 	}
+	// The outer call and the first nested one (an allocation) each have a
+	// stack of their own; deeper nesting (the allocator re-entering, as
+	// Go's GC can) gets a fresh one.
 	n := shape.stack
 	var stack []uint64
-	if n <= len(in.stack) && in.depth == 0 {
+	switch {
+	case in.depth == 0 && n <= len(in.stack):
 		stack = in.stack[:n]
-	} else {
+	case in.depth == 1 && n <= len(in.nestedStack):
+		stack = in.nestedStack[:n]
+	default:
 		stack = make([]uint64, n)
 	}
 	copy(stack, params)
-	outer := in.depth == 0
 	var start time.Time
 	if outer {
 		start = time.Now()
@@ -305,19 +322,18 @@ func (in *instance) call(fn api.Function, params ...uint64) (uint64, error) {
 		in.memBytes.Store(in.memSize())
 	}
 	if err == nil && in.failed != nil {
-		// A nested call (an allocation) failed while the outer call
-		// went on: the instance is still poisoned.
+		// A nested call failed and the guest recovered the unwind
+		// (it cannot, but the instance is poisoned regardless).
 		err = in.failed
 	}
 	if err != nil {
+		if !outer {
+			err = fmt.Errorf("%s: %w", fn.Definition().Name(), err)
+		}
 		in.fail(err)
 		if !outer {
-			// A nested call (an allocation from a host function) failed:
-			// unwind the outer call now, as proc_exit does, instead of
-			// returning into guest code whose module may be closed
-			// already (a Go plugin's panic ends in proc_exit, which
-			// closes the module and unmaps its memory). wazero recovers
-			// the panic at the outer call and returns it as its error.
+			// wazero recovers the panic at the outer call and returns
+			// it as that call's error.
 			panic(in.failed)
 		}
 		return 0, in.failed
@@ -344,28 +360,14 @@ type callShape struct {
 }
 
 // alloc asks the plugin for size bytes, re-entering the guest from inside a
-// host function. It returns 0 if the allocator failed or returned an address
-// outside memory.
+// host function. It returns 0 if the allocator returned 0 or an address
+// outside memory; if the allocator fails, the outer call unwinds (see call).
 func (in *instance) alloc(size uint32) uint32 {
-	if in.failed != nil || in.fns.alloc == nil {
+	if in.fns.alloc == nil {
 		return 0
 	}
-	in.allocStack[0] = uint64(size)
-	// The allocator may itself re-enter (Go's GC can poll or log), so it
-	// gets a stack of its own rather than the instance's.
-	stack := in.allocStack[:]
-	if in.depth > 1 {
-		stack = []uint64{uint64(size)}
-	}
-	in.depth++
-	in.plugin.pool.guestCalls.Add(1)
-	err := in.fns.alloc.CallWithStack(in.ctx, stack)
-	in.depth--
-	if err != nil {
-		in.fail(fmt.Errorf("%s(%d): %w", in.plugin.info.Allocator, size, err))
-		return 0
-	}
-	ptr := uint32(stack[0])
+	res, _ := in.call(in.fns.alloc, uint64(size))
+	ptr := uint32(res)
 	if ptr == 0 || uint64(ptr)+uint64(size) > uint64(in.mem.Size()) {
 		return 0
 	}
@@ -555,16 +557,6 @@ func lockWithin(mu *sync.Mutex, d time.Duration) bool {
 	return false
 }
 
-// stopped reports whether stop has run: the module is closed.
-func (in *instance) stopped() bool {
-	select {
-	case <-in.closed:
-		return true
-	default:
-		return false
-	}
-}
-
 // liveInstances counts instances instantiated and not yet stopped, across
 // every plugin of the process.
 var liveInstances atomic.Int64
@@ -574,7 +566,10 @@ var liveInstances atomic.Int64
 // none: tests use it to check that replaced plugins release their VMs.
 func LiveInstances() int64 { return liveInstances.Load() }
 
-// stop closes the module and the executor. It is idempotent.
+// stop closes the module and the executor, and poisons the instance so
+// that no call enters the closed module: a timer tick or posted task that
+// was waiting for mu while the instance shut down finds it failed. Caller
+// holds mu, unless the instance was never shared. It is idempotent.
 func (in *instance) stop() {
 	in.stopOnce.Do(func() {
 		in.dead.Store(true)
@@ -587,6 +582,9 @@ func (in *instance) stop() {
 		}
 		in.plugin.cfg.Shared.disown(in)
 		in.cancel(errClosed)
+		if in.failed == nil {
+			in.failed = errClosed // see call
+		}
 		if in.mod != nil {
 			in.mod.Close(context.Background())
 		}

@@ -107,12 +107,12 @@ func Inspect(ctx context.Context, wasm []byte) (*Info, error) {
 // validates it. On a validation error the runtime is returned open with the
 // info so callers can report, and must be closed by them.
 func compile(ctx context.Context, wasm []byte, cfg Config, cache wazero.CompilationCache) (*compiled, error) {
-	// Deadlines are checked by wazero's exit at every loop header or, with
-	// Config.LoopBudget, by the loop budget instrumentLoops compiles in
-	// (see loopcheck.go) where it can rewrite the module. A module that wazero refuses is compiled
+	// Deadlines are checked by the loop budget instrumentLoops compiles in
+	// (see loopcheck.go), or, for a module it cannot rewrite, by wazero's
+	// exit at every loop header. A module that wazero refuses is compiled
 	// again as given, so its error speaks of the user's bytes.
 	code, closeOnDone, instrumented := wasm, cfg.CallTimeout > 0, false
-	if closeOnDone && cfg.LoopBudget {
+	if closeOnDone && !cfg.wazeroLoopChecks {
 		if c, err := instrumentLoops(wasm); err == nil {
 			code, closeOnDone, instrumented = c, false, true
 		} else {

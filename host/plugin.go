@@ -108,9 +108,6 @@ const cacheSchema = "wasm-callout compile v2"
 func cacheSubdir(cfg Config) string {
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\ndeadlines=%v\nmemory-limit-pages=%d\n", cacheSchema, cfg.CallTimeout > 0, cfg.MemoryLimitPages)
-	if cfg.LoopBudget && cfg.CallTimeout > 0 {
-		fmt.Fprintf(h, "loop-budget=true\n")
-	}
 	if cfg.listeners != nil {
 		// Code compiled with function listeners calls them; keep it apart.
 		fmt.Fprintf(h, "listeners=true\n")
@@ -283,7 +280,7 @@ func (pl *pool) lock() (*instance, error) {
 		default:
 			best.lock()
 		}
-		if in.failed == nil && !in.stopped() {
+		if in.failed == nil { // a stopped instance has failed with errClosed
 			return in, nil
 		}
 		in.mu.Unlock()

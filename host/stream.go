@@ -87,7 +87,7 @@ func (s *stream) close(callbacks ...api.Function) {
 		return
 	}
 	s.closed = true
-	if in.failed == nil && s.failed == nil && !in.stopped() {
+	if in.failed == nil && s.failed == nil {
 		for _, fn := range callbacks {
 			if _, err := s.invoke(phaseLog, fn); err != nil {
 				break
@@ -150,11 +150,8 @@ func (s *stream) precheck() (Result, bool) {
 	case s.failed != nil:
 		return s.failure(s.failed), true
 	case s.in.failed != nil:
+		// Failed, or closed under the stream (Plugin.Close): errClosed.
 		s.failed = s.in.failed
-		return s.failure(s.failed), true
-	case s.in.stopped():
-		// The plugin was closed under the stream (Plugin.Close).
-		s.failed = errClosed
 		return s.failure(s.failed), true
 	}
 	return Result{}, false
