@@ -3,6 +3,7 @@ package host
 import (
 	"context"
 	"strings"
+	"unsafe"
 
 	"github.com/tetratelabs/wazero/api"
 
@@ -17,8 +18,11 @@ type HeaderMap struct {
 	pairs []abi.Pair
 	dirty []string // changed keys, in first-change order
 	// few holds the first changed keys, so that a plugin changing a
-	// header or two allocates nothing for the record.
-	few [2]string
+	// header or two allocates nothing for the record; changeBuf and
+	// valueBuf likewise back what Changes returns.
+	few       [2]string
+	changeBuf [2]HeaderChange
+	valueBuf  [2]string
 }
 
 // HeaderChange is the final state of one key the plugin changed: no Values
@@ -151,14 +155,27 @@ func (h *HeaderMap) SetPairs(pairs []abi.Pair) {
 }
 
 // Changes lists the final values of every key changed since the map
-// arrived or since the last ClearChanges.
+// arrived or since the last ClearChanges. The result is the map's own
+// buffer, valid until the next call of Changes.
 func (h *HeaderMap) Changes() []HeaderChange {
 	if len(h.dirty) == 0 {
 		return nil
 	}
-	out := make([]HeaderChange, len(h.dirty))
-	for i, k := range h.dirty {
-		out[i] = HeaderChange{Key: k, Values: h.Values(k)}
+	out, vals := h.changeBuf[:0], h.valueBuf[:0]
+	for _, k := range h.dirty {
+		start := len(vals)
+		for _, p := range h.pairs {
+			if p.Key == k {
+				vals = append(vals, p.Value)
+			}
+		}
+		var vs []string
+		if len(vals) > start {
+			// Capped, so that a later append copies rather than
+			// writing over this change's values.
+			vs = vals[start:len(vals):len(vals)]
+		}
+		out = append(out, HeaderChange{Key: k, Values: vs})
 	}
 	return out
 }
@@ -293,15 +310,37 @@ func (in *instance) mutableMap(stack []uint64, withValue bool) (m *HeaderMap, ke
 			return nil, "", "", abi.StatusInvalidMemoryAccess
 		}
 	}
-	// One string holds both: the map keeps them, and one allocation
-	// serves two.
-	in.scratch = append(append(in.scratch[:0], kb...), vb...)
-	kv := string(in.scratch)
-	key, value = kv[:len(kb)], kv[len(kb):]
 	if m = in.headerMap(mt); m == nil || mt > abi.MapHTTPResponseTrailers {
 		return nil, "", "", abi.StatusBadArgument // absent, or a call's read-only map
 	}
+	key, value = in.activeHTTP().keep(kb, vb)
 	return m, key, value, abi.StatusOK
+}
+
+// keep copies a key and value out of guest memory into strings the
+// stream's maps can hold. One string holds both. The first few bytes of
+// each stream go to the stream's own strs, so that a plugin adding a
+// header or two allocates nothing for them: strs is only ever appended
+// to, and the stream is never reused, so the bytes under those strings
+// never change.
+func (s *HTTPStream) keep(k, v []byte) (key, value string) {
+	n := len(k) + len(v)
+	var kv string
+	switch {
+	case n == 0:
+	case n <= len(s.strs)-s.strsUsed:
+		b := s.strs[s.strsUsed : s.strsUsed+n]
+		copy(b[copy(b, k):], v)
+		s.strsUsed += n
+		kv = unsafe.String(&b[0], n)
+	default:
+		var b strings.Builder
+		b.Grow(n)
+		b.Write(k)
+		b.Write(v)
+		kv = b.String()
+	}
+	return kv[:len(k)], kv[len(k):]
 }
 
 // proxy_add_header_map_value(map_type, key_ptr, key_size, value_ptr,

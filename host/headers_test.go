@@ -1,6 +1,7 @@
 package host
 
 import (
+	"fmt"
 	"reflect"
 	"testing"
 
@@ -20,6 +21,16 @@ func TestHeaderMapChanges(t *testing.T) {
 		{"replace adds", func(h *HeaderMap) { h.Replace("c", "x") }, []HeaderChange{{"c", []string{"x"}}}, kv("a", "1", "b", "2", "b", "3", "c", "x")},
 		{"remove", func(h *HeaderMap) { h.Remove("b") }, []HeaderChange{{"b", nil}}, kv("a", "1")},
 		{"remove absent is no change", func(h *HeaderMap) { h.Remove("zz") }, nil, kv("a", "1", "b", "2", "b", "3")},
+		{"more changes and values than the buffers hold",
+			func(h *HeaderMap) {
+				h.Add("x", "1")
+				h.Add("y", "2")
+				h.Add("x", "3")
+				h.Add("z", "4")
+				h.Add("y", "5")
+			},
+			[]HeaderChange{{"x", []string{"1", "3"}}, {"y", []string{"2", "5"}}, {"z", []string{"4"}}},
+			kv("a", "1", "b", "2", "b", "3", "x", "1", "y", "2", "x", "3", "z", "4", "y", "5")},
 		{"set pairs", func(h *HeaderMap) { h.SetPairs(kv("b", "9", "D", "1")) },
 			[]HeaderChange{{"a", nil}, {"b", []string{"9"}}, {"d", []string{"1"}}}, kv("b", "9", "d", "1")},
 	}
@@ -213,5 +224,31 @@ func TestGetHeaderMapSize(t *testing.T) {
 	}
 	if got := h.run(s, phaseRequestHeaders, 0, badPtr); got != abi.StatusInvalidMemoryAccess {
 		t.Errorf("bad pointer: %v", got)
+	}
+}
+
+// keep hands out strings over the stream's own bytes until they run out,
+// then over fresh ones; none changes when later ones are made.
+func TestKeepStrings(t *testing.T) {
+	s := &HTTPStream{}
+	type pair struct{ k, v string }
+	var kept, want []pair
+	for i := range 40 { // 40 pairs of 7 to 8 bytes: past the stream's own bytes
+		k, v := fmt.Sprintf("key-%d", i), fmt.Sprintf("v%d", i)
+		buf := []byte(k + v) // as in guest memory, overwritten below
+		gk, gv := s.keep(buf[:len(k)], buf[len(k):])
+		for j := range buf {
+			buf[j] = '!'
+		}
+		kept, want = append(kept, pair{gk, gv}), append(want, pair{k, v})
+	}
+	if k, v := s.keep(nil, nil); k != "" || v != "" {
+		t.Errorf("keep(nil, nil) = %q, %q", k, v)
+	}
+	if !reflect.DeepEqual(kept, want) {
+		t.Errorf("kept %v\nwant %v", kept, want)
+	}
+	if s.strsUsed == 0 || s.strsUsed > len(s.strs) {
+		t.Errorf("strsUsed = %d", s.strsUsed)
 	}
 }

@@ -35,6 +35,10 @@ type HTTPStream struct {
 	maps   [4]*HeaderMap // by abi.MapType 0..3; nil until the map arrives
 	store  [4]HeaderMap  // what maps point at, kept in the stream
 	bodies [2]body       // by abi.StreamHTTPRequest / StreamHTTPResponse
+	// strs and strsUsed back the first header keys and values the
+	// plugin writes (see keep).
+	strs     [128]byte
+	strsUsed int
 }
 
 // NewHTTPStream creates an HTTP context (proxy_on_context_create) on the
@@ -127,7 +131,8 @@ func (s *HTTPStream) WithHeaders(m abi.MapType, fn func(h *HeaderMap)) {
 }
 
 // TakeHeaderChanges returns the plugin's edits to map m since the last
-// take and forgets them, atomically with respect to plugin callbacks.
+// take and forgets them, atomically with respect to plugin callbacks. The
+// result is valid until the next take of the same map.
 func (s *HTTPStream) TakeHeaderChanges(m abi.MapType) []HeaderChange {
 	var changes []HeaderChange
 	s.WithHeaders(m, func(h *HeaderMap) {

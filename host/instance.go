@@ -105,7 +105,6 @@ type instance struct {
 	stack                     [8]uint64
 	nestedStack               [2]uint64
 	shapes                    map[api.Function]callShape // by export, filled by call
-	scratch                   []byte                     // reused by host functions
 	stdout, stderr            *logWriter
 
 	tasks    chan func()

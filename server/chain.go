@@ -495,6 +495,7 @@ func (c *chainStream) WithHeaders(mt abi.MapType, fn func(h *host.HeaderMap)) {
 
 // TakeHeaderChanges returns the changes every plugin made to map mt since
 // the last take, merged: the final value of each key any of them changed.
+// The result is valid until the next take of the same map.
 func (c *chainStream) TakeHeaderChanges(mt abi.MapType) []host.HeaderChange {
 	if mt > abi.MapHTTPResponseTrailers || c.canon[mt] == nil {
 		return nil
