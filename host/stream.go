@@ -110,6 +110,9 @@ func (s *stream) ID() uint32 { return s.id }
 func (s *stream) PropertyWrites() map[string][]byte {
 	s.in.lock()
 	defer s.in.mu.Unlock()
+	if len(s.properties) == 0 {
+		return nil
+	}
 	out := make(map[string][]byte, len(s.properties))
 	for k, v := range s.properties {
 		out[k] = v

@@ -64,16 +64,8 @@ func (st *stream) answerHeaders(d *direction) error {
 		}
 		return st.drain(d)
 	}
-	cr := &extprocv3.CommonResponse{}
-	cr.HeaderMutation = st.takeMutation(d.headersMap, kindHeaders, st.skipContentLength(d))
-	st.routeCache(d, cr)
-	resp := &extprocv3.ProcessingResponse{ModeOverride: st.modeOverride()}
-	hr := &extprocv3.HeadersResponse{Response: orNil(cr)}
-	if d.typ == abi.StreamHTTPRequest {
-		resp.Response = &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: hr}
-	} else {
-		resp.Response = &extprocv3.ProcessingResponse_ResponseHeaders{ResponseHeaders: hr}
-	}
+	cr := st.common(d, st.takeMutation(d.headersMap, kindHeaders, st.skipContentLength(d)), nil)
+	resp := headersAnswer(d.typ, cr, st.modeOverride())
 	d.answeredHeaders = true
 	switch d.bodyMode() {
 	case modeBuffered, modePartial, modeUnknown:
@@ -131,22 +123,72 @@ func (st *stream) skipContentLength(d *direction) bool {
 	return false
 }
 
-// routeCache sets clear_route_cache when the plugin asked for it. Envoy
-// honours it on the request path only, and only alongside a header
-// mutation.
-func (st *stream) routeCache(d *direction, cr *extprocv3.CommonResponse) {
-	if d.clearRouteCache && d.typ == abi.StreamHTTPRequest {
-		cr.ClearRouteCache = true
-	}
+// common is the CommonResponse of a headers or body answer, or nil when
+// it would say nothing (Envoy reads an absent one as CONTINUE). It sets
+// clear_route_cache when the plugin asked for it: Envoy honours it on the
+// request path only, and only alongside a header mutation.
+func (st *stream) common(d *direction, hm *extprocv3.HeaderMutation, bm *extprocv3.BodyMutation) *extprocv3.CommonResponse {
+	clearRoutes := d.clearRouteCache && d.typ == abi.StreamHTTPRequest
 	d.clearRouteCache = false
-}
-
-func orNil(cr *extprocv3.CommonResponse) *extprocv3.CommonResponse {
-	if cr.HeaderMutation == nil && cr.BodyMutation == nil && !cr.ClearRouteCache &&
-		cr.Status == extprocv3.CommonResponse_CONTINUE && cr.Trailers == nil {
+	if hm == nil && bm == nil && !clearRoutes {
 		return nil
 	}
-	return cr
+	return &extprocv3.CommonResponse{HeaderMutation: hm, BodyMutation: bm, ClearRouteCache: clearRoutes}
+}
+
+// Answers that change nothing are the same for every stream, so they are
+// built once and shared: the most common answers then allocate nothing.
+// Nothing may modify them; send copies one before adding dynamic metadata.
+var (
+	unchangedHeaders = [2]*extprocv3.ProcessingResponse{
+		abi.StreamHTTPRequest: {Response: &extprocv3.ProcessingResponse_RequestHeaders{
+			RequestHeaders: &extprocv3.HeadersResponse{}}},
+		abi.StreamHTTPResponse: {Response: &extprocv3.ProcessingResponse_ResponseHeaders{
+			ResponseHeaders: &extprocv3.HeadersResponse{}}},
+	}
+	unchangedBody = [2]*extprocv3.ProcessingResponse{
+		abi.StreamHTTPRequest: {Response: &extprocv3.ProcessingResponse_RequestBody{
+			RequestBody: &extprocv3.BodyResponse{}}},
+		abi.StreamHTTPResponse: {Response: &extprocv3.ProcessingResponse_ResponseBody{
+			ResponseBody: &extprocv3.BodyResponse{}}},
+	}
+)
+
+func shared(resp *extprocv3.ProcessingResponse) bool {
+	for _, s := range [...]*extprocv3.ProcessingResponse{unchangedHeaders[0], unchangedHeaders[1], unchangedBody[0], unchangedBody[1]} {
+		if resp == s {
+			return true
+		}
+	}
+	return false
+}
+
+// headersAnswer answers a headers message of direction typ with cr and a
+// mode override, either of which may be nil.
+func headersAnswer(typ abi.StreamType, cr *extprocv3.CommonResponse, override *filterv3.ProcessingMode) *extprocv3.ProcessingResponse {
+	if cr == nil && override == nil {
+		return unchangedHeaders[typ]
+	}
+	hr := &extprocv3.HeadersResponse{Response: cr}
+	if typ == abi.StreamHTTPRequest {
+		return &extprocv3.ProcessingResponse{ModeOverride: override,
+			Response: &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: hr}}
+	}
+	return &extprocv3.ProcessingResponse{ModeOverride: override,
+		Response: &extprocv3.ProcessingResponse_ResponseHeaders{ResponseHeaders: hr}}
+}
+
+// bodyAnswer answers a body message of direction typ with cr (nil: no
+// change).
+func bodyAnswer(typ abi.StreamType, cr *extprocv3.CommonResponse) *extprocv3.ProcessingResponse {
+	if cr == nil {
+		return unchangedBody[typ]
+	}
+	br := &extprocv3.BodyResponse{Response: cr}
+	if typ == abi.StreamHTTPRequest {
+		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{RequestBody: br}}
+	}
+	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: br}}
 }
 
 // ---- ending ----
@@ -187,6 +229,9 @@ func (st *stream) send(resp *extprocv3.ProcessingResponse) error {
 		return nil
 	}
 	if md := st.metadata(); md != nil {
+		if shared(resp) {
+			resp = &extprocv3.ProcessingResponse{Response: resp.Response}
+		}
 		resp.DynamicMetadata = md
 	}
 	st.srv.stats.responsesSent.Add(1)

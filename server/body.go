@@ -74,26 +74,20 @@ func (st *stream) answerBody(d *direction, in, out []byte, eos bool) error {
 	if mode.duplex() {
 		return st.sendStreamed(d, out, eos)
 	}
-	cr := &extprocv3.CommonResponse{}
+	var hm *extprocv3.HeaderMutation
+	var bm *extprocv3.BodyMutation
 	changed := !bytes.Equal(in, out)
 	if d.headersOpen {
 		if changed && (mode == modeBuffered || mode == modeUnknown) {
 			st.fixContentLength(d, len(out))
 		}
-		cr.HeaderMutation = st.takeMutation(d.headersMap, kindHeaders, st.skipContentLength(d))
+		hm = st.takeMutation(d.headersMap, kindHeaders, st.skipContentLength(d))
 		d.headersOpen = false
 	}
 	if changed {
-		cr.BodyMutation = bodyMutation(out)
+		bm = bodyMutation(out)
 	}
-	st.routeCache(d, cr)
-	br := &extprocv3.BodyResponse{Response: orNil(cr)}
-	resp := &extprocv3.ProcessingResponse{}
-	if d.typ == abi.StreamHTTPRequest {
-		resp.Response = &extprocv3.ProcessingResponse_RequestBody{RequestBody: br}
-	} else {
-		resp.Response = &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: br}
-	}
+	resp := bodyAnswer(d.typ, st.common(d, hm, bm))
 	st.answered(d, httpPhase(d.typ, phaseBody))
 	return st.send(resp)
 }
