@@ -4,12 +4,17 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
+	"runtime/metrics"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/wasm-callout/wasm-callout/internal/cliflags"
+	"github.com/wasm-callout/wasm-callout/internal/gctune"
 )
 
 // A bad value of every kind of flag gets one line naming the flag, the
@@ -29,6 +34,7 @@ func TestBadFlagValues(t *testing.T) {
 		{"bool", []string{"--mode-override=maybe"}, `--mode-override "maybe": want true or false`},
 		{"byte size", []string{"--max-stream-buffer", "16MB"}, `--max-stream-buffer "16MB": want a byte count such as 1048576 or 16Mi`},
 		{"byte size", []string{"--max-buffer-total", "1Ti"}, `--max-buffer-total "1Ti": want a byte count`},
+		{"byte size", []string{"--gc-headroom", "lots"}, `--gc-headroom "lots": want a byte count`},
 		{"enum", []string{"--failure-policy", "maybe"}, `--failure-policy "maybe": want fail-closed or fail-open`},
 		{"enum", []string{"--log-format", "xml"}, `--log-format "xml": want text or json`},
 		{"enum", []string{"--log-level", "loud"}, `--log-level "loud": want trace, debug, info, warn or error`},
@@ -122,5 +128,37 @@ func TestUsageDefaults(t *testing.T) {
 	}
 	if strings.Contains(stdout.String(), "panic") {
 		t.Errorf("usage has a panic:\n%s", stdout.String())
+	}
+}
+
+// --gc-headroom raises GOGC while the live heap is small, and puts it back
+// when the server stops; GOGC in the environment turns it off.
+func TestGCHeadroom(t *testing.T) {
+	if _, ok := os.LookupEnv("GOGC"); ok {
+		t.Skip("GOGC is set")
+	}
+	gogc := func() uint64 {
+		s := []metrics.Sample{{Name: "/gc/gogc:percent"}}
+		metrics.Read(s)
+		return s[0].Value.Uint64()
+	}
+	before := gogc()
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &serveConfig{gcHeadroom: 1 << 40} // more than any test's live heap
+	c.tuneGC(ctx, slog.New(slog.DiscardHandler))
+	deadline := time.Now().Add(20 * time.Second)
+	for gogc() != gctune.MaxPercent {
+		if time.Now().After(deadline) {
+			t.Fatalf("GOGC = %d, want %d", gogc(), gctune.MaxPercent)
+		}
+		runtime.GC()
+		time.Sleep(50 * time.Millisecond)
+	}
+	cancel()
+	for gogc() != before {
+		if time.Now().After(deadline) {
+			t.Fatalf("GOGC = %d after the server stopped, want %d", gogc(), before)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

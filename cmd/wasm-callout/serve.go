@@ -22,6 +22,7 @@ import (
 
 	"github.com/wasm-callout/wasm-callout/host"
 	"github.com/wasm-callout/wasm-callout/internal/cliflags"
+	"github.com/wasm-callout/wasm-callout/internal/gctune"
 	"github.com/wasm-callout/wasm-callout/server"
 )
 
@@ -55,6 +56,7 @@ type serveConfig struct {
 
 	logLevel, logFormat string
 	version             bool
+	gcHeadroom          int64
 
 	limits server.Limits
 	client server.Client
@@ -161,6 +163,9 @@ func serveFlags(stdout io.Writer) (*flag.FlagSet, *serveConfig) {
 		"messages queued behind a paused HTTP direction, past which the stream ends with RESOURCE_EXHAUSTED; negative: no limit")
 	fs.DurationVar(&c.limits.IdleTimeout, "stream-idle-timeout", server.DefaultIdleTimeout,
 		"end a stream that receives no message for this long (UNAVAILABLE); Envoy's stream_idle_timeout default; negative: never")
+	c.gcHeadroom = defaultGCHeadroom
+	fs.Var(byteSize{&c.gcHeadroom}, "gc-headroom", "heap the Go garbage collector lets the server allocate past its live heap "+
+		"before collecting: sets GOGC from the live heap, never below 100 (0: Go's default; ignored when GOGC is set)")
 	fs.StringVar(&c.nodeMetadata, "node-metadata", "", "Envoy's bootstrap node (envoy.config.core.v3.Node: id, cluster, metadata, locality…) "+
 		"as YAML or JSON, @FILE or inline, read at start: the node and xds.node properties in every context, proxy_on_configure included")
 	fs.Func("listener-direction", "inbound, outbound or unspecified: the listener_direction "+
@@ -248,6 +253,8 @@ func serveWith(ctx context.Context, fs *flag.FlagSet, c *serveConfig, logger *sl
 	if c.logFormat == "json" {
 		announceTo = nil // stdout carries JSON only
 	}
+
+	c.tuneGC(ctx, logger)
 
 	// Liveness answers while the plugin loads; readiness once it serves.
 	// The admin endpoints are on their own listener (admin.go).
@@ -637,6 +644,26 @@ func (b byteSize) Set(s string) error {
 	}
 	*b.v = n * mult
 	return nil
+}
+
+// defaultGCHeadroom is --gc-headroom's default. Serving the zero-work
+// plugin at 16 streams in flight (about 2 MB live), it cut the server's
+// CPU per request by about a quarter for about 28 MB more RSS;
+// RATIONALE.md has the figures.
+const defaultGCHeadroom = 16 << 20
+
+// tuneGC starts the collector's tuner (internal/gctune) for the server's
+// life, unless --gc-headroom is 0 or the operator set GOGC.
+func (c *serveConfig) tuneGC(ctx context.Context, logger *slog.Logger) {
+	if c.gcHeadroom <= 0 {
+		return
+	}
+	if v, ok := os.LookupEnv("GOGC"); ok {
+		logger.Debug("GOGC is set; --gc-headroom does not apply", "GOGC", v)
+		return
+	}
+	t := &gctune.Tuner{Headroom: uint64(c.gcHeadroom), Interval: time.Second}
+	go t.Run(ctx)
 }
 
 // defaultCacheDir is the user's cache directory for wasm-callout
