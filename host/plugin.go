@@ -68,14 +68,14 @@ func Load(ctx context.Context, wasm []byte, cfg Config) (*Plugin, error) {
 	for _, w := range c.info.Warnings {
 		cfg.Logger.Warn("plugin: "+w, "plugin", cfg.Name)
 	}
-	releaseGarbage(len(wasm))
+	ReleaseGarbage(len(wasm))
 	p.pool = newPool(p)
 	if err := p.pool.start(ctx); err != nil {
 		p.runtime.Close(ctx)
 		return nil, err
 	}
 	p.loadTimes.Start = time.Since(started)
-	releaseGarbage(len(wasm))
+	ReleaseGarbage(len(wasm))
 	return p, nil
 }
 
@@ -83,13 +83,16 @@ func Load(ctx context.Context, wasm []byte, cfg Config) (*Plugin, error) {
 // compiling and starting back to the OS at once.
 const largeModule = 4 << 20
 
-// releaseGarbage returns freed heap to the OS after a large module's
-// compilation and again after its instances start. Reading a compiled
-// module from the cache alone leaves a buffer as large as its machine code
-// (110 MiB for Coraza with the CRS) that Go's background scavenger would
-// hand back only over minutes; the RSS a deployment sizes its memory limit
-// by would include it. RATIONALE.md has the measurements.
-func releaseGarbage(wasmSize int) {
+// ReleaseGarbage returns freed heap to the OS at once if wasmSize is a
+// large module's size. Load calls it after compiling and again after the
+// instances start: reading a compiled module from the cache alone leaves a
+// buffer as large as its machine code (110 MiB for Coraza with the CRS)
+// that Go's background scavenger would hand back only over minutes, and
+// the RSS a deployment sizes its memory limit by would include it. A
+// caller that lets go of the module's bytes after Load calls it too: an
+// idle server does not collect for minutes. RATIONALE.md has the
+// measurements.
+func ReleaseGarbage(wasmSize int) {
 	if wasmSize >= largeModule {
 		debug.FreeOSMemory()
 	}

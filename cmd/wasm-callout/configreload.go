@@ -158,10 +158,14 @@ func (r *reloader) recordConfig(cs *configSource, srv *server.Server, trigger st
 		r.cfg.gens[ps.Name] = max(gens[ps.Name], 1)
 	}
 	// The plugins' bytes are compiled; keeping them would hold a copy of
-	// every module for as long as it serves (see input.data).
+	// every module for as long as it serves (see input.data). A large
+	// module's heap goes back now.
+	size := 0
 	for _, ps := range cs.Plugins {
+		size = max(size, len(ps.Plugin.data))
 		ps.Plugin.data = nil
 	}
+	defer host.ReleaseGarbage(size)
 	r.cfg.src, r.cfg.trigger = cs, trigger
 }
 

@@ -201,10 +201,13 @@ func (r *reloader) start() (server.Options, error) {
 
 func (r *reloader) record(gen uint64, trigger string, src *source, p *host.Plugin, took time.Duration) *loaded {
 	info := p.Info()
+	// The plugin's bytes are compiled: let go of them (the record keeps
+	// their digest), and hand a large module's heap back now.
+	size := len(src.Plugin.data)
+	src.Plugin.data = nil
+	defer host.ReleaseGarbage(size)
 	l := &loaded{Generation: gen, LoadedAt: time.Now(), Trigger: trigger, LoadMS: float64(took.Microseconds()) / 1000,
 		ABI: string(info.ABI), Toolchain: info.Toolchain, source: *src}
-	// The plugin's bytes are compiled; the record keeps their digest.
-	l.source.Plugin.data = nil
 	if l.ABI == "" {
 		l.ABI = "unknown"
 	}
