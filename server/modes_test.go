@@ -9,8 +9,12 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/wasm-callout/wasm-callout/abi"
 	"github.com/wasm-callout/wasm-callout/host"
 	"github.com/wasm-callout/wasm-callout/server/envoytest"
 )
@@ -454,6 +458,21 @@ func TestEdgePlugin(t *testing.T) {
 		}
 		golden(t, res)
 	})
+	t.Run("metadata_on_an_unchanged_answer", func(t *testing.T) {
+		// The request headers answer changes nothing, so it starts from a
+		// shared answer; the metadata must go on a copy.
+		// Bodies BUFFERED already, so the headers answer asks for no
+		// mode override either.
+		buffered := &filterv3.ProcessingMode{RequestBodyMode: filterv3.ProcessingMode_BUFFERED,
+			ResponseBodyMode: filterv3.ProcessingMode_BUFFERED}
+		res := h.do(t, envoytest.Config{ProcessingMode: buffered, ReceivingNamespaces: []string{DefaultMetadataNamespace}}, act("m"))
+		clean(t, res)
+		header(t, res.Request.Headers, ":path", "/echo?q=1")
+		if md := res.DynamicMetadata[DefaultMetadataNamespace].GetFields(); md["note"].GetStringValue() != "hello" {
+			t.Errorf("dynamic metadata %v, want note=hello", md)
+		}
+		checkSharedAnswers(t)
+	})
 	t.Run("refused_mutations", func(t *testing.T) {
 		before := h.srv.Stats().DroppedMutations
 		res := h.do(t, envoytest.Config{}, withHeader(act("f"), "x-gone", "1"))
@@ -602,4 +621,35 @@ func counter(p *host.Plugin, name string) uint64 {
 		}
 	}
 	return 0
+}
+
+// checkSharedAnswers fails if an answer shared by every stream was
+// modified (answer.go).
+func checkSharedAnswers(t *testing.T) {
+	t.Helper()
+	for typ := range 2 {
+		for _, tc := range []struct {
+			got, want *extprocv3.ProcessingResponse
+		}{
+			{unchangedHeaders[typ], headersAnswer(abi.StreamType(typ), &extprocv3.CommonResponse{}, nil)},
+			{unchangedBody[typ], bodyAnswer(abi.StreamType(typ), &extprocv3.CommonResponse{})},
+		} {
+			// An empty CommonResponse builds a fresh answer: compare
+			// without it.
+			want := tc.want
+			switch r := want.Response.(type) {
+			case *extprocv3.ProcessingResponse_RequestHeaders:
+				r.RequestHeaders.Response = nil
+			case *extprocv3.ProcessingResponse_ResponseHeaders:
+				r.ResponseHeaders.Response = nil
+			case *extprocv3.ProcessingResponse_RequestBody:
+				r.RequestBody.Response = nil
+			case *extprocv3.ProcessingResponse_ResponseBody:
+				r.ResponseBody.Response = nil
+			}
+			if diff := cmp.Diff(want, tc.got, protocmp.Transform()); diff != "" {
+				t.Errorf("a shared answer was modified (-pristine +now):\n%s", diff)
+			}
+		}
+	}
 }

@@ -3,6 +3,8 @@
 ;;   c  request headers: proxy_close_stream(HttpRequest), Pause
 ;;   p  request headers: proxy_set_property note=hello and bin=\xff,
 ;;      proxy_clear_route_cache, :path = /rewritten
+;;   m  request headers: proxy_set_property note=hello, nothing else (an
+;;      answer that changes nothing but carries dynamic metadata)
 ;;   f  request headers: set host, :method, x-envoy-foo (Envoy refuses them),
 ;;      remove :path (ignored by Envoy), add x-ok 1 and 2, remove x-gone
 ;;   b  request body: Pause until end of stream, then replace the body with
@@ -75,6 +77,9 @@
         (drop (call $setprop (i32.const 48) (i32.const 3) (i32.const 52) (i32.const 1)))
         (drop (call $clearroute))
         (drop (call $replace (i32.const 0) (i32.const 64) (i32.const 5) (i32.const 80) (i32.const 10)))))
+    (if (i32.eq (local.get $a) (i32.const 109)) ;; 'm'
+      (then
+        (drop (call $setprop (i32.const 32) (i32.const 4) (i32.const 40) (i32.const 5)))))
     (if (i32.eq (local.get $a) (i32.const 102)) ;; 'f'
       (then
         (drop (call $replace (i32.const 0) (i32.const 96) (i32.const 4) (i32.const 104) (i32.const 4)))
