@@ -320,11 +320,6 @@ func (in *instance) call(fn api.Function, params ...uint64) (uint64, error) {
 		in.plugin.cfg.Telemetry.callbacks[shape.callback].Observe(time.Since(start))
 		in.memBytes.Store(in.memSize())
 	}
-	if err == nil && in.failed != nil {
-		// A nested call failed and the guest recovered the unwind
-		// (it cannot, but the instance is poisoned regardless).
-		err = in.failed
-	}
 	if err != nil {
 		if !outer {
 			err = fmt.Errorf("%s: %w", fn.Definition().Name(), err)
